@@ -1,0 +1,1 @@
+//! Heimdall node library: config, cache, upstream forwarding and serving.

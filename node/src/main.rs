@@ -1,0 +1,2 @@
+//! The `heimdall` binary.
+fn main() {}
