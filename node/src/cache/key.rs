@@ -1,0 +1,90 @@
+//! Cache keys: lower-cased question name, type, class and the DO/CD bits, built on the stack.
+
+use heimdall_wire::{MAX_NAME_LEN, Name};
+
+/// Longest key: a 255-byte name, type, class and the flags byte.
+pub const MAX_KEY_LEN: usize = MAX_NAME_LEN + 5;
+
+/// Flags-byte bit: the query had the EDNS DO bit (DNSSEC records wanted).
+pub const KEY_DNSSEC_OK: u8 = 0x01;
+/// Flags-byte bit: the query had the CD bit (validation disabled).
+pub const KEY_CHECKING_DISABLED: u8 = 0x02;
+
+/// Write the cache key of a question into `out` and return its length: the uncompressed
+/// lower-cased name in wire form, the type and class (big-endian), then a flags byte (bit 0 =
+/// DO, bit 1 = CD). Returns 0 only if the name does not fit 255 bytes, which a name validated by
+/// [`Name::parse`] never does.
+pub fn write_key(
+    name: &Name<'_>,
+    qtype: u16,
+    qclass: u16,
+    dnssec_ok: bool,
+    cd: bool,
+    out: &mut [u8; MAX_KEY_LEN],
+) -> usize {
+    let Ok(len) = name.write_lower(&mut out[..MAX_NAME_LEN]) else {
+        return 0;
+    };
+    let mut flags = 0;
+    if dnssec_ok {
+        flags |= KEY_DNSSEC_OK;
+    }
+    if cd {
+        flags |= KEY_CHECKING_DISABLED;
+    }
+    let [t0, t1] = qtype.to_be_bytes();
+    let [c0, c1] = qclass.to_be_bytes();
+    match out.get_mut(len..len + 5) {
+        Some(suffix) => {
+            suffix.copy_from_slice(&[t0, t1, c0, c1, flags]);
+            len + 5
+        }
+        None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heimdall_wire::name_from_str;
+
+    /// Parse a presentation name into a buffer usable by `Name::parse`.
+    fn wire(s: &str) -> Vec<u8> {
+        let mut buf = [0u8; MAX_NAME_LEN];
+        let len = name_from_str(s, &mut buf).expect("valid test name");
+        buf[..len].to_vec()
+    }
+
+    /// The key is the lower-cased name, type, class and flags; names differing in case share a key.
+    #[test]
+    fn key_layout_and_case_folding() {
+        let upper = wire("WwW.Example.ORG");
+        let lower = wire("www.example.org");
+        let (a, _) = Name::parse(&upper, 0).expect("name");
+        let (b, _) = Name::parse(&lower, 0).expect("name");
+        let mut ka = [0u8; MAX_KEY_LEN];
+        let mut kb = [0u8; MAX_KEY_LEN];
+        let la = write_key(&a, 1, 1, true, false, &mut ka);
+        let lb = write_key(&b, 1, 1, true, false, &mut kb);
+        assert_eq!(ka[..la], kb[..lb]);
+        let mut expected = lower.clone();
+        expected.extend_from_slice(&[0, 1, 0, 1, KEY_DNSSEC_OK]);
+        assert_eq!(&ka[..la], &expected[..]);
+        let lc = write_key(&a, 1, 1, false, true, &mut ka);
+        assert_eq!(ka[lc - 1], KEY_CHECKING_DISABLED);
+        let ld = write_key(&a, 28, 1, false, false, &mut kb);
+        assert_ne!(ka[..lc], kb[..ld]);
+    }
+
+    /// A maximal 255-byte name still fits, with its 5-byte suffix.
+    #[test]
+    fn longest_name_fits() {
+        let label = "a".repeat(63);
+        let long = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+        let bytes = wire(&long);
+        assert_eq!(bytes.len(), MAX_NAME_LEN);
+        let (name, _) = Name::parse(&bytes, 0).expect("name");
+        let mut key = [0u8; MAX_KEY_LEN];
+        assert_eq!(write_key(&name, 1, 1, false, false, &mut key), MAX_KEY_LEN);
+    }
+}

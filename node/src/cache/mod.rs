@@ -1,0 +1,526 @@
+//! The answer cache: sharded SLRU store with a hot layer, entries replayed from wire bytes.
+//!
+//! - [`write_key`] builds the key of a question on the stack (lower-cased name, type, class,
+//!   DO and CD bits); every lookup takes the key as a borrowed slice.
+//! - [`Entry::from_response`] turns an upstream response into an [`Entry`] and says whether and
+//!   for how long it may be cached ([`CachePolicy`]: TTL clamps, RFC 2308 negative caching,
+//!   SERVFAIL caching); [`Entry::write_response`] replays it for a client without allocating.
+//! - [`Cache`] stores entries in a byte-bounded sharded SLRU store (the eviction rule is in the
+//!   `store` module doc): lookups take one shard read lock and count hits with relaxed atomics.
+//!
+//! Life of an entry: fresh until `insert time + ttl`. A fresh hit in the last 10% of the TTL
+//! asks (once per entry) for a prefetch when the policy allows it. Once expired, an entry is kept
+//! for `stale_max` seconds when serve-stale is on (RFC 8767): a lookup that allows stale data
+//! gets it as [`Freshness::Stale`], other lookups miss. Past that window, or at once when
+//! serve-stale is off, the entry is dead: a lookup misses and removes it (if the shard's write
+//! lock is free at that moment; otherwise eviction or the next insert of the key does).
+
+mod entry;
+mod key;
+mod policy;
+mod store;
+#[cfg(test)]
+mod testutil;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+pub use entry::{ClientOpt, ClientQuery, Entry, EntryError, EntryKind, Source};
+pub use key::{KEY_CHECKING_DISABLED, KEY_DNSSEC_OK, MAX_KEY_LEN, write_key};
+pub use policy::{CachePolicy, MAX_SERVFAIL_TTL};
+pub use store::{ENTRY_OVERHEAD, HOT_HITS};
+
+use entry::Lifetime;
+use store::Store;
+
+/// How fresh a cache hit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Before expiry; `prefetch` is true once per entry, on a hit in the last 10% of its TTL
+    /// (when the policy enables prefetch): the caller should refresh it in the background.
+    Fresh {
+        /// Refresh this entry now.
+        prefetch: bool,
+    },
+    /// Expired but within the stale window: serve with the stale TTL (RFC 8767).
+    Stale,
+}
+
+/// A snapshot of the cache counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Fresh hits.
+    pub hits: u64,
+    /// Lookups that found nothing usable.
+    pub misses: u64,
+    /// Entries stored.
+    pub inserts: u64,
+    /// Entries evicted to stay under the byte bound.
+    pub evictions: u64,
+    /// Entries removed because they were past their stale window.
+    pub expired: u64,
+    /// Expired entries served stale.
+    pub stale_served: u64,
+}
+
+/// The live counters behind [`CacheStats`] (relaxed atomics).
+#[derive(Debug, Default)]
+struct Counters {
+    /// See [`CacheStats::hits`].
+    hits: AtomicU64,
+    /// See [`CacheStats::misses`].
+    misses: AtomicU64,
+    /// See [`CacheStats::inserts`].
+    inserts: AtomicU64,
+    /// See [`CacheStats::evictions`].
+    evictions: AtomicU64,
+    /// See [`CacheStats::expired`].
+    expired: AtomicU64,
+    /// See [`CacheStats::stale_served`].
+    stale_served: AtomicU64,
+}
+
+/// What a lookup found under the shard lock.
+enum Probe<R> {
+    /// A fresh entry; the callback's result.
+    Fresh(R),
+    /// An expired entry served stale; the callback's result.
+    Stale(R),
+    /// An expired entry the caller did not want stale.
+    Expired,
+    /// An entry past its stale window.
+    Dead,
+}
+
+/// The answer cache, shared by every worker (`Send + Sync`, wrap it in an `Arc`).
+#[derive(Debug)]
+pub struct Cache {
+    /// The byte-bounded sharded SLRU store.
+    store: Store<Entry>,
+    /// The policy, replaceable at run time without locking readers.
+    policy: ArcSwap<CachePolicy>,
+    /// Counters.
+    counters: Counters,
+}
+
+impl Cache {
+    /// An empty cache holding at most `max_bytes` (keys, entries and per-entry overhead).
+    pub fn new(max_bytes: usize, policy: CachePolicy) -> Cache {
+        Cache {
+            store: Store::new(max_bytes),
+            policy: ArcSwap::from_pointee(policy),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Replace the policy; it applies to every later lookup and entry build.
+    pub fn set_policy(&self, policy: CachePolicy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Arc<CachePolicy> {
+        self.policy.load_full()
+    }
+
+    /// Look `key` up at `now` and call `f` on a usable entry.
+    ///
+    /// Fresh entry: `f(entry, Fresh { prefetch })`. Expired entry within the stale window:
+    /// `f(entry, Stale)` if `allow_stale`, else `None`. Dead entry: `None`, and it is removed.
+    /// Takes only a shard read lock and never allocates on a hit; `f` runs under that lock.
+    pub fn lookup<R>(
+        &self,
+        key: &[u8],
+        now: Instant,
+        allow_stale: bool,
+        f: impl FnOnce(&Entry, Freshness) -> R,
+    ) -> Option<R> {
+        let policy = self.policy.load();
+        let stale_window = policy.stale_window();
+        let probe = self
+            .store
+            .get(key, |entry| match entry.lifetime(now, stale_window) {
+                Lifetime::Fresh => {
+                    entry.record_hit();
+                    let prefetch = policy.prefetch && entry.claim_prefetch(now);
+                    Probe::Fresh(f(entry, Freshness::Fresh { prefetch }))
+                }
+                Lifetime::Stale if allow_stale => {
+                    entry.record_hit();
+                    Probe::Stale(f(entry, Freshness::Stale))
+                }
+                Lifetime::Stale => Probe::Expired,
+                Lifetime::Dead => Probe::Dead,
+            });
+        match probe {
+            Some(Probe::Fresh(result)) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Some(result)
+            }
+            Some(Probe::Stale(result)) => {
+                self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
+                Some(result)
+            }
+            Some(Probe::Dead) => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                let dead = |entry: &Entry| entry.lifetime(now, stale_window) == Lifetime::Dead;
+                if self.store.try_remove_if(key, dead) {
+                    self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+            Some(Probe::Expired) | None => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Store `entry` under `key` for `ttl` seconds from `now`, replacing any entry there, and
+    /// evict to stay under the byte bound. A `ttl` of 0 only removes the old entry.
+    pub fn insert(&self, key: &[u8], mut entry: Entry, ttl: u32, now: Instant) {
+        if ttl == 0 {
+            self.store.remove(key);
+            return;
+        }
+        entry.restart(now, ttl);
+        let stale_window = self.policy.load().stale_window();
+        let dead = |entry: &Entry| entry.lifetime(now, stale_window) == Lifetime::Dead;
+        let outcome = self.store.insert(key, entry, dead);
+        if outcome.stored {
+            self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters
+            .evictions
+            .fetch_add(outcome.evicted, Ordering::Relaxed);
+        self.counters
+            .expired
+            .fetch_add(outcome.expired, Ordering::Relaxed);
+    }
+
+    /// Remove the entry under `key`; true if there was one.
+    pub fn remove(&self, key: &[u8]) -> bool {
+        self.store.remove(key)
+    }
+
+    /// Remove every entry (counters are kept).
+    pub fn clear(&self) {
+        self.store.clear();
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// True when the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Bytes charged for the entries (never above the bound given to [`Cache::new`]).
+    pub fn bytes(&self) -> usize {
+        self.store.bytes()
+    }
+
+    /// The byte bound.
+    pub fn max_bytes(&self) -> usize {
+        self.store.max_bytes()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            inserts: c.inserts.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            stale_served: c.stale_served.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::{a, answer, client, question, response};
+    use super::*;
+    use heimdall_wire::{Message, Name, class, rtype};
+    use std::time::Duration;
+
+    /// An A answer for `qname` with one record of `ttl` seconds.
+    fn a_response(qname: &str, ttl: u32) -> Vec<u8> {
+        response(
+            0,
+            qname,
+            rtype::A,
+            &[answer("example.com", rtype::A, ttl, a([192, 0, 2, 1]))],
+            None,
+        )
+    }
+
+    /// Build an entry from `bytes` under the cache's policy; returns it with its TTL.
+    fn entry(cache: &Cache, bytes: &[u8], now: Instant) -> (Entry, u32) {
+        let msg = Message::parse(bytes).expect("test response parses");
+        let (entry, ttl) =
+            Entry::from_response(&msg, &cache.policy(), now, Source::Upstream).expect("entry");
+        (entry, ttl.expect("cacheable"))
+    }
+
+    /// The cache key of `qname` type A, class IN, no DO/CD.
+    fn key(qname: &str) -> Vec<u8> {
+        let wire = super::testutil::wire_name(qname);
+        let (name, _) = Name::parse(&wire, 0).expect("name");
+        let mut out = [0u8; MAX_KEY_LEN];
+        let len = write_key(&name, rtype::A, class::IN, false, false, &mut out);
+        out[..len].to_vec()
+    }
+
+    /// Insert an A answer for `qname` with `ttl` at `now`; returns its key.
+    fn insert_a(cache: &Cache, qname: &str, ttl: u32, now: Instant) -> Vec<u8> {
+        let (e, ttl) = entry(cache, &a_response(qname, ttl), now);
+        let k = key(qname);
+        cache.insert(&k, e, ttl, now);
+        k
+    }
+
+    /// What a lookup returns: the freshness, or None on a miss.
+    fn probe(cache: &Cache, key: &[u8], now: Instant, allow_stale: bool) -> Option<Freshness> {
+        cache.lookup(key, now, allow_stale, |_, freshness| freshness)
+    }
+
+    /// Hits, misses and inserts are counted; the lookup key ignores case and a lookup can replay the entry.
+    #[test]
+    fn hit_miss_and_replay() {
+        let cache = Cache::new(1 << 20, CachePolicy::default());
+        let now = Instant::now();
+        let k = insert_a(&cache, "example.com", 300, now);
+        assert_eq!(key("EXAMPLE.com"), k);
+        let q = question("Example.COM", rtype::A);
+        let mut out = [0u8; 512];
+        let len = cache.lookup(&k, now, false, |e, f| {
+            assert_eq!(f, Freshness::Fresh { prefetch: false });
+            e.write_response(&mut out, &client(&q, None), now, false, 512)
+        });
+        assert!(len.is_some_and(|l| l > 12 + q.len()));
+        assert!(probe(&cache, &key("other.example.com"), now, false).is_none());
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.inserts), (1, 1, 1));
+        assert_eq!((cache.len(), cache.is_empty()), (1, false));
+        assert!(cache.bytes() > 0);
+    }
+
+    /// insert replaces the entry under a key; a zero TTL only removes it.
+    #[test]
+    fn insert_replaces() {
+        let cache = Cache::new(1 << 20, CachePolicy::default());
+        let now = Instant::now();
+        let k = insert_a(&cache, "example.com", 300, now);
+        insert_a(&cache, "example.com", 60, now);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.lookup(&k, now, false, |e, _| e.ttl()), Some(60));
+        let (e, _) = entry(&cache, &a_response("example.com", 60), now);
+        cache.insert(&k, e, 0, now);
+        assert!(cache.is_empty());
+        assert!(!cache.remove(&k));
+    }
+
+    /// An entry is fresh until its TTL ends; with serve-stale off it is dropped at the first lookup after.
+    #[test]
+    fn expiry_without_serve_stale() {
+        let policy = CachePolicy {
+            serve_stale: false,
+            ..CachePolicy::default()
+        };
+        let cache = Cache::new(1 << 20, policy);
+        let now = Instant::now();
+        let k = insert_a(&cache, "example.com", 60, now);
+        assert!(probe(&cache, &k, now + Duration::from_millis(59_999), false).is_some());
+        assert!(probe(&cache, &k, now + Duration::from_secs(60), true).is_none());
+        assert_eq!((cache.len(), cache.stats().expired), (0, 1));
+    }
+
+    /// Expired entries are served stale within stale_max only when allowed, then removed and counted as expired.
+    #[test]
+    fn stale_within_window_then_gone() {
+        let policy = CachePolicy {
+            stale_max: 100,
+            ..CachePolicy::default()
+        };
+        let cache = Cache::new(1 << 20, policy);
+        let now = Instant::now();
+        let k = insert_a(&cache, "example.com", 60, now);
+        let expired = now + Duration::from_secs(61);
+        assert_eq!(probe(&cache, &k, expired, false), None);
+        assert_eq!(probe(&cache, &k, expired, true), Some(Freshness::Stale));
+        let q = question("example.com", rtype::A);
+        let mut out = [0u8; 512];
+        let len = cache
+            .lookup(&k, expired, true, |e, f| {
+                e.write_response(
+                    &mut out,
+                    &client(&q, None),
+                    expired,
+                    f == Freshness::Stale,
+                    512,
+                )
+            })
+            .expect("stale hit");
+        let reply = super::testutil::decode(&out[..len]);
+        assert_eq!(reply.records[0].ttl, cache.policy().stale_ttl);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            probe(&cache, &k, now + Duration::from_secs(160), true),
+            None
+        );
+        assert_eq!(cache.len(), 0);
+        let stats = cache.stats();
+        assert_eq!((stats.stale_served, stats.expired), (2, 1));
+    }
+
+    /// The prefetch flag is raised once, on the first hit in the last 10% of the TTL, and only if enabled.
+    #[test]
+    fn prefetch_once_in_last_tenth() {
+        let cache = Cache::new(1 << 20, CachePolicy::default());
+        let now = Instant::now();
+        let k = insert_a(&cache, "example.com", 100, now);
+        let at = |s: u64| now + Duration::from_secs(s);
+        assert_eq!(
+            probe(&cache, &k, at(89), false),
+            Some(Freshness::Fresh { prefetch: false })
+        );
+        assert_eq!(
+            probe(&cache, &k, at(91), false),
+            Some(Freshness::Fresh { prefetch: true })
+        );
+        assert_eq!(
+            probe(&cache, &k, at(95), false),
+            Some(Freshness::Fresh { prefetch: false })
+        );
+        cache.set_policy(CachePolicy {
+            prefetch: false,
+            ..CachePolicy::default()
+        });
+        let k2 = insert_a(&cache, "example.org", 100, now);
+        assert_eq!(
+            probe(&cache, &k2, at(95), false),
+            Some(Freshness::Fresh { prefetch: false })
+        );
+    }
+
+    /// Entries count their hits and become hot at three.
+    #[test]
+    fn hits_and_hot() {
+        let cache = Cache::new(1 << 20, CachePolicy::default());
+        let now = Instant::now();
+        let k = insert_a(&cache, "example.com", 100, now);
+        for expected in [false, false, true] {
+            let hot = cache.lookup(&k, now, false, |e, _| e.is_hot());
+            assert_eq!(hot, Some(expected));
+        }
+        assert_eq!(cache.lookup(&k, now, false, |e, _| e.hits()), Some(4));
+    }
+
+    /// A flood of 200k distinct names keeps bytes() under a 1 MiB bound, evicting as it goes.
+    #[test]
+    fn flood_keeps_bytes_under_bound() {
+        let max = 1 << 20;
+        let cache = Cache::new(max, CachePolicy::default());
+        let now = Instant::now();
+        let bytes = a_response("example.com", 300);
+        let msg = Message::parse(&bytes).expect("parses");
+        let policy = cache.policy();
+        let mut rng_key = Vec::with_capacity(64);
+        for i in 0..200_000u32 {
+            let (e, _) = Entry::from_response(&msg, &policy, now, Source::Upstream).expect("entry");
+            rng_key.clear();
+            rng_key.extend_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+            rng_key.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01\x00");
+            cache.insert(&rng_key, e, 300, now);
+            assert!(cache.bytes() <= max, "over the bound after {i} inserts");
+        }
+        let stats = cache.stats();
+        assert!(stats.evictions > 150_000, "{stats:?}");
+        assert_eq!(stats.inserts, 200_000);
+        assert!(cache.bytes() > max / 2);
+    }
+
+    /// SLRU through the cache: an entry read once survives a scan of entries that are never read.
+    #[test]
+    fn hit_entry_survives_scan() {
+        let cache = Cache::new(256 * 1024, CachePolicy::default());
+        let now = Instant::now();
+        let keeper = insert_a(&cache, "keeper.example.com", 300, now);
+        assert!(probe(&cache, &keeper, now, false).is_some());
+        let bytes = a_response("example.com", 300);
+        let msg = Message::parse(&bytes).expect("parses");
+        let policy = cache.policy();
+        for i in 0..20_000u32 {
+            let (e, _) = Entry::from_response(&msg, &policy, now, Source::Upstream).expect("entry");
+            cache.insert(&i.to_be_bytes(), e, 300, now);
+        }
+        assert!(cache.stats().evictions > 10_000);
+        assert!(
+            probe(&cache, &keeper, now, false).is_some(),
+            "the read entry was evicted"
+        );
+    }
+
+    /// Concurrency smoke test: 4 threads read while 1 inserts; no panic, counters add up, bound holds.
+    #[test]
+    fn concurrent_readers_one_writer() {
+        let cache = Arc::new(Cache::new(512 * 1024, CachePolicy::default()));
+        let now = Instant::now();
+        let keys: Vec<Vec<u8>> = (0..200)
+            .map(|i| key(&format!("host{i}.example.com")))
+            .collect();
+        let keys = Arc::new(keys);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let (cache, keys, done) =
+                    (Arc::clone(&cache), Arc::clone(&keys), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    let q = question("host1.example.com", rtype::A);
+                    let mut out = [0u8; 512];
+                    let mut lookups = 0u64;
+                    while !done.load(Ordering::Relaxed) {
+                        for k in keys.iter() {
+                            cache.lookup(k, now, true, |e, _| {
+                                e.write_response(&mut out, &client(&q, None), now, false, 512)
+                            });
+                            lookups += 1;
+                        }
+                    }
+                    lookups
+                })
+            })
+            .collect();
+        let bytes = a_response("example.com", 300);
+        let msg = Message::parse(&bytes).expect("parses");
+        let policy = cache.policy();
+        for round in 0..20 {
+            for (i, k) in keys.iter().enumerate() {
+                if (i + round) % 3 == 0 {
+                    cache.remove(k);
+                } else {
+                    let (e, _) =
+                        Entry::from_response(&msg, &policy, now, Source::Upstream).expect("entry");
+                    cache.insert(k, e, 300, now);
+                }
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        let mut lookups = 0;
+        for reader in readers {
+            lookups += reader.join().expect("reader thread");
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.hits + stats.misses + stats.stale_served, lookups);
+        assert!(cache.bytes() <= cache.max_bytes());
+    }
+}
