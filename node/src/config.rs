@@ -1,0 +1,1342 @@
+//! Node configuration: defaults < file < environment < flags, validated once.
+//!
+//! [`load`] layers the sources with the `config` crate, checks every key against the known
+//! ones (so a typo in a file or a stray `HEIMDALL_*` variable is an error naming the dotted
+//! key), deserializes into [`Config`], applies the command-line flags and then runs
+//! [`Config::validate`] exactly once. Every [`ConfigError`] names the key it is about.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use config::{Environment, File, FileFormat, Map, Value, ValueKind};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Prefix of the environment variables read by [`load`]: `HEIMDALL_<SECTION>__<KEY>`.
+pub const ENV_PREFIX: &str = "HEIMDALL";
+
+/// Separator between section and key in environment variable names.
+const ENV_SEPARATOR: &str = "__";
+
+/// Port used for an upstream server given without one.
+pub const DNS_PORT: u16 = 53;
+
+/// Where upstream servers come from when none are configured.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Origin string the `config` crate gives to values read from the environment.
+const ENV_ORIGIN: &str = "the environment";
+
+/// Command-line flags of the `heimdall` binary; each overrides the matching config key.
+#[derive(Clone, Debug, Default, clap::Parser)]
+#[command(
+    name = "heimdall",
+    version,
+    about = "Heimdall: a caching DNS forwarder"
+)]
+pub struct Cli {
+    /// TOML configuration file; without it defaults and HEIMDALL_* variables are used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to serve DNS on, UDP and TCP, e.g. 127.0.0.1:5353 or [::1]:53 (dns.listen).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub dns_listen: Option<SocketAddr>,
+    /// Upstream server, "ip" (port 53) or "ip:port"; repeat for several (upstream.servers).
+    #[arg(long = "upstream", value_name = "ADDR", value_parser = parse_upstream)]
+    pub upstream: Vec<SocketAddr>,
+    /// Directory for the node's data (node.data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of UDP worker threads; 0 = one per CPU (dns.workers).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Log output format (log.format).
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The whole node configuration, one field per TOML section.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[node]`: identity and storage of this node.
+    pub node: NodeConfig,
+    /// `[dns]`: the DNS listener serving clients.
+    pub dns: DnsConfig,
+    /// `[upstream]`: the resolvers queries are forwarded to.
+    pub upstream: UpstreamConfig,
+    /// `[cache]`: size and TTL policy of the answer cache.
+    pub cache: CacheConfig,
+    /// `[log]`: logging output.
+    pub log: LogConfig,
+}
+
+/// `[node]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Directory for the node's persistent data. Default `"heimdall-data"`.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("heimdall-data"),
+        }
+    }
+}
+
+/// `[dns]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Address served on both UDP and TCP. Default `127.0.0.1:5353`.
+    #[serde(deserialize_with = "deserialize_listen")]
+    pub listen: SocketAddr,
+    /// UDP worker threads; 0 = one per CPU. After validation always >= 1. Default 0.
+    pub workers: usize,
+    /// Largest UDP response we send; client EDNS sizes are clamped to [512, this].
+    /// Valid 512..=4096. Default 1232.
+    pub max_udp_payload: u16,
+    /// Idle TCP connections are closed after this many milliseconds (>= 1). Default 10000.
+    pub tcp_idle_timeout_ms: u64,
+    /// Most concurrent TCP client connections (>= 1). Default 1024.
+    pub tcp_max_connections: usize,
+    /// Bound of the channel carrying cache misses from the UDP workers to the runtime (>= 1).
+    /// Default 4096.
+    pub miss_queue: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5353)),
+            workers: 0,
+            max_udp_payload: 1232,
+            tcp_idle_timeout_ms: 10_000,
+            tcp_max_connections: 1024,
+            miss_queue: 4096,
+        }
+    }
+}
+
+/// `[upstream]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Resolvers to forward to, each "ip" (port 53) or "ip:port". Empty = the `nameserver`
+    /// lines of /etc/resolv.conf (filled in by validation). Default empty.
+    #[serde(deserialize_with = "deserialize_servers")]
+    pub servers: Vec<SocketAddr>,
+    /// Timeout of one attempt against one server, in milliseconds (> 0). Default 1000.
+    pub timeout_ms: u64,
+    /// Total time for a query, all attempts included, before answering SERVFAIL, in
+    /// milliseconds (>= timeout_ms). Default 3000.
+    pub resolve_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            timeout_ms: 1000,
+            resolve_timeout_ms: 3000,
+        }
+    }
+}
+
+/// `[cache]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory bound of the cache in bytes (>= 65536). Default 67108864 (64 MiB).
+    pub max_bytes: u64,
+    /// TTLs below this are raised to it, in seconds. Default 0.
+    pub min_ttl: u32,
+    /// TTLs above this are lowered to it, in seconds (>= min_ttl). Default 86400.
+    pub max_ttl: u32,
+    /// Upper bound of the TTL of negative answers (NXDOMAIN, NODATA), in seconds. Default 3600.
+    pub max_negative_ttl: u32,
+    /// How long a SERVFAIL is cached, in seconds (<= 30). Default 5.
+    pub servfail_ttl: u32,
+    /// TTL for negative answers without an SOA record, in seconds; 0 = don't cache them.
+    /// Default 0.
+    pub nosoa_negative_ttl: u32,
+    /// Refresh popular entries in the background shortly before they expire. Default true.
+    pub prefetch: bool,
+    /// Answer from expired entries when the upstream fails. Default true.
+    pub serve_stale: bool,
+    /// How long past expiry an entry may still be served stale, in seconds. Default 86400.
+    pub stale_max: u32,
+    /// TTL given to records in a stale answer, in seconds. Default 30.
+    pub stale_ttl: u32,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            min_ttl: 0,
+            max_ttl: 86_400,
+            max_negative_ttl: 3600,
+            servfail_ttl: 5,
+            nosoa_negative_ttl: 0,
+            prefetch: true,
+            serve_stale: true,
+            stale_max: 86_400,
+            stale_ttl: 30,
+        }
+    }
+}
+
+/// `[log]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Output format, `text` or `json`. Default `text`.
+    pub format: LogFormat,
+    /// Log filter, a tracing `EnvFilter` directive such as `info` or `info,heimdall_node=debug`;
+    /// `RUST_LOG` overrides it. Default `"info"`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    /// Accepts `text` or `json` in any case; the error names the bad value.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(serde::de::Error::custom(format_args!(
+                "invalid value {text:?}: expected \"text\" or \"json\""
+            ))),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded; the message names the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read or is not valid TOML.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file as given or as resolved by the `config` crate.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A section that Heimdall does not know.
+    #[error("{section}: unknown section{}", Origin(.origin))]
+    UnknownSection {
+        /// The section name.
+        section: String,
+        /// Where it came from (file path or environment variable).
+        origin: Option<String>,
+    },
+    /// A key that Heimdall does not know (a typo, or a stray environment variable).
+    #[error("{key}: unknown key{}", Origin(.origin))]
+    UnknownKey {
+        /// Dotted key, e.g. `cache.max_tll`.
+        key: String,
+        /// Where it came from (file path or environment variable).
+        origin: Option<String>,
+    },
+    /// A key has a value of the wrong type or outside its valid range.
+    #[error("{key}: {reason}{}", Origin(.origin))]
+    Invalid {
+        /// Dotted key, e.g. `cache.max_ttl`.
+        key: String,
+        /// Why the value is rejected.
+        reason: String,
+        /// Where the value came from, when known.
+        origin: Option<String>,
+    },
+    /// Any other failure reported by the `config` crate.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ConfigError {
+    /// The dotted key (or section) this error is about, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::UnknownSection { section, .. } => Some(section),
+            Self::UnknownKey { key, .. } | Self::Invalid { key, .. } => Some(key),
+            Self::File { .. } | Self::Other(_) => None,
+        }
+    }
+
+    /// Names values from the configuration file by `path` as given on the command line
+    /// (the `config` crate reports a path relative to the working directory).
+    fn with_file_path(self, path: &Path) -> Self {
+        let given = format!("file {}", path.display());
+        let fix = |origin: Option<String>| {
+            origin.map(|o| {
+                if o.starts_with("file ") {
+                    given.clone()
+                } else {
+                    o
+                }
+            })
+        };
+        match self {
+            Self::UnknownSection { section, origin } => Self::UnknownSection {
+                section,
+                origin: fix(origin),
+            },
+            Self::UnknownKey { key, origin } => Self::UnknownKey {
+                key,
+                origin: fix(origin),
+            },
+            Self::Invalid {
+                key,
+                reason,
+                origin,
+            } => Self::Invalid {
+                key,
+                reason,
+                origin: fix(origin),
+            },
+            Self::File { reason, .. } => Self::File {
+                path: path.display().to_string(),
+                reason,
+            },
+            other => other,
+        }
+    }
+
+    /// Fills a missing origin of an `Invalid` error from the merged value of its key.
+    fn with_origin_from(self, merged: &Map<String, Value>) -> Self {
+        match self {
+            Self::Invalid {
+                key,
+                reason,
+                origin: None,
+            } => {
+                let origin = lookup(merged, &key).and_then(|value| origin_of(&key, value));
+                Self::Invalid {
+                    key,
+                    reason,
+                    origin,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// A validation failure of `key` (the value came from whichever layer won).
+    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            reason: reason.into(),
+            origin: None,
+        }
+    }
+}
+
+/// Formats an optional origin as ` (from ...)`.
+#[derive(Debug)]
+struct Origin<'a>(&'a Option<String>);
+
+impl fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(origin) => write!(f, " (from {origin})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Loads the configuration from `cli`, the process environment and `/etc/resolv.conf`.
+pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    load_from(cli, process_env()?)
+}
+
+/// Loads the configuration with `env` standing in for the process environment.
+pub fn load_from(
+    cli: &Cli,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    load_inner(cli, env, Path::new(RESOLV_CONF))
+}
+
+/// The `HEIMDALL_*` variables of this process; a non-UTF-8 value is an error.
+fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let prefix = format!("{ENV_PREFIX}_").to_lowercase();
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        if !name.to_lowercase().starts_with(&prefix) {
+            continue;
+        }
+        let value = value.into_string().map_err(|value: OsString| {
+            let key = env_key(&name);
+            ConfigError::Invalid {
+                key,
+                reason: format!("value {value:?} is not valid UTF-8"),
+                origin: Some(format!("environment variable {name}")),
+            }
+        })?;
+        vars.push((name, value));
+    }
+    Ok(vars)
+}
+
+/// The dotted key an environment variable maps to (`HEIMDALL_CACHE__MAX_TTL` -> `cache.max_ttl`).
+fn env_key(name: &str) -> String {
+    let lower = name.to_lowercase();
+    let prefix = format!("{ENV_PREFIX}_").to_lowercase();
+    lower
+        .strip_prefix(&prefix)
+        .unwrap_or(&lower)
+        .replace(ENV_SEPARATOR, ".")
+}
+
+/// The environment variable that sets dotted `key` (`cache.max_ttl` -> `HEIMDALL_CACHE__MAX_TTL`).
+pub fn env_var_name(key: &str) -> String {
+    let key = key.split('[').next().unwrap_or(key);
+    format!(
+        "{ENV_PREFIX}_{}",
+        key.replace('.', ENV_SEPARATOR).to_uppercase()
+    )
+}
+
+/// Full pipeline with an injectable environment and resolv.conf path.
+fn load_inner(
+    cli: &Cli,
+    env: impl IntoIterator<Item = (String, String)>,
+    resolv_conf: &Path,
+) -> Result<Config, ConfigError> {
+    load_layers(cli, env, resolv_conf).map_err(|error| match &cli.config {
+        Some(path) => error.with_file_path(path),
+        None => error,
+    })
+}
+
+/// Layers the sources, checks and deserializes them, applies the flags and validates.
+fn load_layers(
+    cli: &Cli,
+    env: impl IntoIterator<Item = (String, String)>,
+    resolv_conf: &Path,
+) -> Result<Config, ConfigError> {
+    let defaults = config::Config::try_from(&Config::default()).map_err(from_config_error)?;
+    let mut builder = config::Config::builder().add_source(defaults);
+    if let Some(path) = &cli.config {
+        // Checked here so a missing file is reported with the path as given.
+        std::fs::metadata(path).map_err(|error| ConfigError::File {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        })?;
+        builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+    }
+    let env: Map<String, String> = env.into_iter().collect();
+    builder = builder.add_source(
+        Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator(ENV_SEPARATOR)
+            .ignore_empty(true)
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("upstream.servers")
+            .source(Some(env)),
+    );
+    let merged = builder.build().map_err(from_config_error)?;
+
+    let merged_table = collect(&merged)?;
+    check_keys(&collect(&schema()?)?, &merged_table)?;
+    let mut config: Config = merged
+        .try_deserialize()
+        .map_err(|error| from_config_error(error).with_origin_from(&merged_table))?;
+    config.apply_flags(cli);
+    config.validate_with(resolv_conf)?;
+    Ok(config)
+}
+
+/// Every known key with a value of its kind: the defaults, plus one upstream server because
+/// the `config` crate drops empty lists when serializing.
+fn schema() -> Result<config::Config, ConfigError> {
+    let mut sample = Config::default();
+    sample
+        .upstream
+        .servers
+        .push(SocketAddr::from(([127, 0, 0, 1], DNS_PORT)));
+    config::Config::try_from(&sample).map_err(from_config_error)
+}
+
+/// The top-level table of a built `config::Config`.
+fn collect(config: &config::Config) -> Result<Map<String, Value>, ConfigError> {
+    config::Source::collect(config).map_err(from_config_error)
+}
+
+/// Rejects unknown sections and keys, and values whose kind cannot be the key's type.
+///
+/// The `config` crate converts leniently (a float to an integer, a number to a bool); this
+/// keeps a file value of the wrong kind an error. Environment values are strings, so any
+/// scalar is accepted there and parsed by deserialization.
+fn check_keys(
+    defaults: &Map<String, Value>,
+    merged: &Map<String, Value>,
+) -> Result<(), ConfigError> {
+    let mut sections: Vec<_> = merged.iter().collect();
+    sections.sort_by(|a, b| a.0.cmp(b.0));
+    for (section, value) in sections {
+        let Some(default_section) = defaults.get(section) else {
+            return Err(ConfigError::UnknownSection {
+                section: section.clone(),
+                origin: origin_of(section, value),
+            });
+        };
+        let (ValueKind::Table(table), ValueKind::Table(default_table)) =
+            (&value.kind, &default_section.kind)
+        else {
+            return Err(ConfigError::Invalid {
+                key: section.clone(),
+                reason: format!("expected a section (table), found {}", describe(value)),
+                origin: origin_of(section, value),
+            });
+        };
+        let mut keys: Vec<_> = table.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, value) in keys {
+            let dotted = format!("{section}.{key}");
+            let Some(default) = default_table.get(key) else {
+                return Err(ConfigError::UnknownKey {
+                    origin: origin_of(&dotted, value),
+                    key: dotted,
+                });
+            };
+            if let Some(expected) = kind_mismatch(&default.kind, value) {
+                return Err(ConfigError::Invalid {
+                    reason: format!("invalid value {}: expected {expected}", describe(value)),
+                    origin: origin_of(&dotted, value),
+                    key: dotted,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `value` should have been when its kind cannot match the kind of `default`.
+fn kind_mismatch(default: &ValueKind, value: &Value) -> Option<&'static str> {
+    let from_env = value.origin() == Some(ENV_ORIGIN);
+    let is_int = |kind: &ValueKind| {
+        matches!(
+            kind,
+            ValueKind::I64(_) | ValueKind::U64(_) | ValueKind::I128(_) | ValueKind::U128(_)
+        )
+    };
+    let is_scalar = |kind: &ValueKind| {
+        !matches!(
+            kind,
+            ValueKind::Table(_) | ValueKind::Array(_) | ValueKind::Nil
+        )
+    };
+    let kind = &value.kind;
+    let ok = match default {
+        d if is_int(d) => is_int(kind) || matches!(kind, ValueKind::String(_)),
+        ValueKind::Boolean(_) => matches!(kind, ValueKind::Boolean(_) | ValueKind::String(_)),
+        ValueKind::String(_) => {
+            matches!(kind, ValueKind::String(_)) || (from_env && is_scalar(kind))
+        }
+        ValueKind::Array(_) => matches!(kind, ValueKind::Array(_)),
+        _ => true,
+    };
+    if ok {
+        return None;
+    }
+    Some(match default {
+        d if is_int(d) => "an unsigned integer",
+        ValueKind::Boolean(_) => "true or false",
+        ValueKind::String(_) => "a string",
+        ValueKind::Array(_) => "a list of strings",
+        _ => "a different type",
+    })
+}
+
+/// A short description of a value for error messages, e.g. `"abc"`, `1.5` or `a table`.
+fn describe(value: &Value) -> String {
+    match &value.kind {
+        ValueKind::Nil => "nil".to_owned(),
+        ValueKind::Boolean(b) => b.to_string(),
+        ValueKind::I64(n) => n.to_string(),
+        ValueKind::I128(n) => n.to_string(),
+        ValueKind::U64(n) => n.to_string(),
+        ValueKind::U128(n) => n.to_string(),
+        ValueKind::Float(n) => n.to_string(),
+        ValueKind::String(s) => format!("{s:?}"),
+        ValueKind::Table(_) => "a table".to_owned(),
+        ValueKind::Array(_) => "a list".to_owned(),
+    }
+}
+
+/// The value at dotted `key` (an index suffix like `[1]` is ignored) in a merged table.
+fn lookup<'a>(table: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let key = key.split('[').next().unwrap_or(key);
+    let (section, name) = key.split_once('.')?;
+    match &table.get(section)?.kind {
+        ValueKind::Table(section) => section.get(name),
+        _ => None,
+    }
+}
+
+/// Where the value of dotted `key` came from, for error messages.
+fn origin_of(key: &str, value: &Value) -> Option<String> {
+    let origin = match (&value.kind, value.origin()) {
+        (_, Some(origin)) => origin,
+        // Tables built from the environment carry no origin; their entries do.
+        (ValueKind::Table(table), None) => table.values().find_map(Value::origin)?,
+        _ => return None,
+    };
+    Some(describe_origin(key, origin))
+}
+
+/// Turns a `config` crate origin into `file <path>` or `environment variable <NAME>`.
+fn describe_origin(key: &str, origin: &str) -> String {
+    if origin == ENV_ORIGIN {
+        format!("environment variable {}", env_var_name(key))
+    } else {
+        format!("file {origin}")
+    }
+}
+
+/// Converts an error of the `config` crate into one that names the dotted key.
+fn from_config_error(error: config::ConfigError) -> ConfigError {
+    match error {
+        config::ConfigError::Type {
+            origin,
+            unexpected,
+            expected,
+            key,
+        } => {
+            let key = key.unwrap_or_default();
+            let shown = describe_unexpected(&unexpected.to_string());
+            let expected = match expected {
+                "an integer" | "an unsigned 64 bit or less integer" => "an unsigned integer",
+                other => other,
+            };
+            ConfigError::Invalid {
+                reason: format!("invalid value {shown}: expected {expected}"),
+                origin: origin.map(|o| describe_origin(&key, &o)),
+                key,
+            }
+        }
+        config::ConfigError::At { error, origin, key } => {
+            let reason = error.to_string();
+            let key = key.unwrap_or_default();
+            let origin = origin.map(|o| describe_origin(&key, &o));
+            match unknown_field(&reason) {
+                Some(field) if key.is_empty() => ConfigError::UnknownSection {
+                    section: field.to_owned(),
+                    origin,
+                },
+                Some(field) => ConfigError::UnknownKey {
+                    key: format!("{key}.{field}"),
+                    origin,
+                },
+                None => ConfigError::Invalid {
+                    key,
+                    reason,
+                    origin,
+                },
+            }
+        }
+        config::ConfigError::Message(message) => match unknown_field(&message) {
+            Some(field) => ConfigError::UnknownSection {
+                section: field.to_owned(),
+                origin: None,
+            },
+            None => ConfigError::Other(message),
+        },
+        config::ConfigError::NotFound(key) => ConfigError::invalid(&key, "missing"),
+        config::ConfigError::FileParse { uri, cause } => ConfigError::File {
+            path: uri.unwrap_or_else(|| "<unknown>".to_owned()),
+            reason: cause.to_string(),
+        },
+        other => ConfigError::Other(other.to_string()),
+    }
+}
+
+/// Shortens the `config` crate's description of a value: `string "abc"` -> `"abc"`,
+/// ``64-bit integer `-1` `` -> `-1`.
+fn describe_unexpected(text: &str) -> String {
+    if let Some(quoted) = text.strip_prefix("string ") {
+        return quoted.to_owned();
+    }
+    let mut parts = text.split('`');
+    match (parts.next(), parts.next()) {
+        (Some(_), Some(value)) => value.to_owned(),
+        _ => text.to_owned(),
+    }
+}
+
+/// The field named by serde's "unknown field `x`, expected ..." message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// Parses an upstream server: "ip" (port 53), "ip:port", "[v6]:port", bare "v6" or "[v6]".
+pub fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DNS_PORT))
+        .map_err(|_| {
+            "expected an IP address with optional port: \"ip\", \"ip:port\", \"[v6]:port\" or \"v6\""
+                .to_owned()
+        })
+}
+
+/// Parses a listen address; the port is required.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "expected \"ip:port\" (IPv6 as \"[::1]:53\")".to_owned())
+}
+
+/// Deserializes `dns.listen`, naming the bad value on error.
+fn deserialize_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text).map_err(|reason| {
+        serde::de::Error::custom(format_args!("invalid value {text:?}: {reason}"))
+    })
+}
+
+/// Deserializes `upstream.servers`, naming the bad entry on error.
+fn deserialize_servers<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SocketAddr>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|text| {
+            parse_upstream(text).map_err(|reason| {
+                serde::de::Error::custom(format_args!("invalid value {text:?}: {reason}"))
+            })
+        })
+        .collect()
+}
+
+/// The `nameserver` addresses of a resolv.conf text, port 53; unparsable entries are skipped.
+pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.split(['#', ';']).next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            if words.next() != Some("nameserver") {
+                return None;
+            }
+            let ip: IpAddr = words.next()?.parse().ok()?;
+            Some(SocketAddr::new(ip, DNS_PORT))
+        })
+        .collect()
+}
+
+impl Config {
+    /// Applies the command-line flags on top of the loaded values.
+    fn apply_flags(&mut self, cli: &Cli) {
+        if let Some(listen) = cli.dns_listen {
+            self.dns.listen = listen;
+        }
+        if !cli.upstream.is_empty() {
+            self.upstream.servers = cli.upstream.clone();
+        }
+        if let Some(dir) = &cli.data_dir {
+            self.node.data_dir = dir.clone();
+        }
+        if let Some(workers) = cli.workers {
+            self.dns.workers = workers;
+        }
+        if let Some(format) = cli.log_format {
+            self.log.format = format;
+        }
+    }
+
+    /// Checks every rule and resolves the derived values (`dns.workers`, `upstream.servers`
+    /// from /etc/resolv.conf).
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        self.validate_with(Path::new(RESOLV_CONF))
+    }
+
+    /// [`Config::validate`] reading nameservers from `resolv_conf`.
+    fn validate_with(&mut self, resolv_conf: &Path) -> Result<(), ConfigError> {
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("node.data_dir", "must not be empty"));
+        }
+
+        let dns = &mut self.dns;
+        if dns.workers == 0 {
+            dns.workers = std::thread::available_parallelism().map_or(1, usize::from);
+        }
+        if !(512..=4096).contains(&dns.max_udp_payload) {
+            return Err(ConfigError::invalid(
+                "dns.max_udp_payload",
+                format!("must be 512..=4096, got {}", dns.max_udp_payload),
+            ));
+        }
+        at_least("dns.tcp_idle_timeout_ms", dns.tcp_idle_timeout_ms, 1)?;
+        at_least("dns.tcp_max_connections", dns.tcp_max_connections as u64, 1)?;
+        at_least("dns.miss_queue", dns.miss_queue as u64, 1)?;
+
+        let upstream = &mut self.upstream;
+        if upstream.servers.is_empty() {
+            // An unreadable resolv.conf is the same as one without nameservers.
+            let text = std::fs::read_to_string(resolv_conf).unwrap_or_default();
+            upstream.servers = parse_resolv_conf(&text);
+        }
+        if upstream.servers.is_empty() {
+            return Err(ConfigError::invalid(
+                "upstream.servers",
+                format!(
+                    "no upstream configured and {} has no nameserver",
+                    resolv_conf.display()
+                ),
+            ));
+        }
+        if let Some(own) = upstream.servers.iter().find(|s| **s == self.dns.listen) {
+            return Err(ConfigError::invalid(
+                "upstream.servers",
+                format!("{own} is dns.listen itself (a forwarding loop)"),
+            ));
+        }
+        at_least("upstream.timeout_ms", upstream.timeout_ms, 1)?;
+        if upstream.resolve_timeout_ms < upstream.timeout_ms {
+            return Err(ConfigError::invalid(
+                "upstream.resolve_timeout_ms",
+                format!(
+                    "must be >= upstream.timeout_ms ({}), got {}",
+                    upstream.timeout_ms, upstream.resolve_timeout_ms
+                ),
+            ));
+        }
+
+        let cache = &self.cache;
+        at_least("cache.max_bytes", cache.max_bytes, 65_536)?;
+        if cache.max_ttl < cache.min_ttl {
+            return Err(ConfigError::invalid(
+                "cache.max_ttl",
+                format!(
+                    "must be >= cache.min_ttl ({}), got {}",
+                    cache.min_ttl, cache.max_ttl
+                ),
+            ));
+        }
+        if cache.servfail_ttl > 30 {
+            return Err(ConfigError::invalid(
+                "cache.servfail_ttl",
+                format!("must be <= 30, got {}", cache.servfail_ttl),
+            ));
+        }
+
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!(
+                    "invalid value {:?}: not a log filter directive: {error}",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Fails unless `value >= min`.
+fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be >= {min}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A resolv.conf with one nameserver, so tests do not depend on the machine's.
+    fn resolv_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(text.as_bytes()).expect("write");
+        file
+    }
+
+    /// A TOML file with `text`.
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp file");
+        file.write_all(text.as_bytes()).expect("write");
+        file
+    }
+
+    /// Loads with an optional TOML text and env pairs; resolv.conf holds 192.0.2.53.
+    fn load_test(
+        toml: Option<&str>,
+        env: &[(&str, &str)],
+        cli: Cli,
+    ) -> Result<Config, ConfigError> {
+        let resolv = resolv_file("nameserver 192.0.2.53\n");
+        let file = toml.map(toml_file);
+        let cli = Cli {
+            config: file.as_ref().map(|f| f.path().to_path_buf()),
+            ..cli
+        };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        load_inner(&cli, env, resolv.path())
+    }
+
+    /// Like `load_test`, expecting an error; returns its message.
+    fn load_err(toml: Option<&str>, env: &[(&str, &str)]) -> String {
+        match load_test(toml, env, Cli::default()) {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// Asserts `message` contains every part.
+    fn assert_contains(message: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+    }
+
+    /// Defaults load and resolve workers and servers.
+    #[test]
+    fn defaults_are_valid() {
+        let config = load_test(None, &[], Cli::default()).expect("defaults");
+        assert_eq!(config.dns.listen, "127.0.0.1:5353".parse().expect("addr"));
+        assert!(config.dns.workers >= 1);
+        assert_eq!(
+            config.upstream.servers,
+            vec!["192.0.2.53:53".parse().expect("addr")]
+        );
+        let expected = Config {
+            dns: DnsConfig {
+                workers: config.dns.workers,
+                ..DnsConfig::default()
+            },
+            upstream: UpstreamConfig {
+                servers: config.upstream.servers.clone(),
+                ..UpstreamConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(config, expected);
+    }
+
+    /// A file sets values in every section; servers parse with and without port.
+    #[test]
+    fn file_values_are_read() {
+        let config = load_test(
+            Some(
+                r#"
+                [node]
+                data_dir = "/var/lib/heimdall"
+                [dns]
+                listen = "[::1]:5353"
+                workers = 3
+                [upstream]
+                servers = ["10.0.0.1", "10.0.0.2:5300", "::1", "[2001:db8::1]:853", "[2001:db8::2]"]
+                [cache]
+                max_ttl = 600
+                prefetch = false
+                [log]
+                format = "json"
+                level = "info,heimdall_node=debug"
+                "#,
+            ),
+            &[],
+            Cli::default(),
+        )
+        .expect("file");
+        assert_eq!(config.node.data_dir, PathBuf::from("/var/lib/heimdall"));
+        assert_eq!(config.dns.listen, "[::1]:5353".parse().expect("addr"));
+        assert_eq!(config.dns.workers, 3);
+        let servers: Vec<SocketAddr> = [
+            "10.0.0.1:53",
+            "10.0.0.2:5300",
+            "[::1]:53",
+            "[2001:db8::1]:853",
+            "[2001:db8::2]:53",
+        ]
+        .iter()
+        .map(|s| s.parse().expect("addr"))
+        .collect();
+        assert_eq!(config.upstream.servers, servers);
+        assert_eq!(config.cache.max_ttl, 600);
+        assert!(!config.cache.prefetch);
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    /// Precedence on one key: file < env < flag.
+    #[test]
+    fn precedence_file_env_flag() {
+        let file = Some("[dns]\nworkers = 2\n[upstream]\nservers = [\"10.0.0.1\"]\n");
+        let config = load_test(file, &[], Cli::default()).expect("file");
+        assert_eq!(config.dns.workers, 2);
+
+        let env = [
+            ("HEIMDALL_DNS__WORKERS", "5"),
+            ("HEIMDALL_UPSTREAM__SERVERS", "127.0.0.1:5300,10.0.0.2"),
+        ];
+        let config = load_test(file, &env, Cli::default()).expect("env");
+        assert_eq!(config.dns.workers, 5);
+        assert_eq!(
+            config.upstream.servers,
+            vec![
+                "127.0.0.1:5300".parse().expect("addr"),
+                "10.0.0.2:53".parse().expect("addr")
+            ]
+        );
+
+        let cli = Cli {
+            workers: Some(7),
+            upstream: vec!["10.0.0.3:53".parse().expect("addr")],
+            log_format: Some(LogFormat::Json),
+            ..Cli::default()
+        };
+        let config = load_test(file, &env, cli).expect("flags");
+        assert_eq!(config.dns.workers, 7);
+        assert_eq!(
+            config.upstream.servers,
+            vec!["10.0.0.3:53".parse().expect("addr")]
+        );
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    /// A single env server (no comma), env booleans and strings.
+    #[test]
+    fn env_scalars_and_single_server() {
+        let env = [
+            ("HEIMDALL_UPSTREAM__SERVERS", "::1"),
+            ("HEIMDALL_CACHE__PREFETCH", "false"),
+            ("HEIMDALL_LOG__LEVEL", "debug"),
+            ("HEIMDALL_NODE__DATA_DIR", "1234"),
+            ("HEIMDALL_DNS__LISTEN", "[::1]:5353"),
+            ("HEIMDALL_EMPTY_IS_IGNORED", ""),
+        ];
+        let config = load_test(None, &env, Cli::default()).expect("env");
+        assert_eq!(
+            config.upstream.servers,
+            vec!["[::1]:53".parse().expect("addr")]
+        );
+        assert!(!config.cache.prefetch);
+        assert_eq!(config.log.level, "debug");
+        assert_eq!(config.node.data_dir, PathBuf::from("1234"));
+    }
+
+    /// An unknown key inside a known section names `section.key` and the file.
+    #[test]
+    fn unknown_key_in_file() {
+        let message = load_err(Some("[dns]\nbogus = 1\n"), &[]);
+        assert_contains(&message, &["dns.bogus: unknown key", "(from file "]);
+    }
+
+    /// An unknown section is named.
+    #[test]
+    fn unknown_section_in_file() {
+        let message = load_err(Some("[bogus]\nx = 1\n"), &[]);
+        assert_contains(&message, &["bogus: unknown section"]);
+        let message = load_err(Some("bogus = 1\n"), &[]);
+        assert_contains(&message, &["bogus: unknown section"]);
+    }
+
+    /// A stray HEIMDALL_ variable is an unknown key naming the variable.
+    #[test]
+    fn unknown_env_key() {
+        let message = load_err(None, &[("HEIMDALL_CACHE__MAX_TLL", "5")]);
+        assert_contains(
+            &message,
+            &[
+                "cache.max_tll: unknown key",
+                "environment variable HEIMDALL_CACHE__MAX_TLL",
+            ],
+        );
+        let message = load_err(None, &[("HEIMDALL_BOGUS", "5")]);
+        assert_contains(&message, &["bogus: unknown section"]);
+    }
+
+    /// Wrong types name the key, the value and what was expected.
+    #[test]
+    fn wrong_types() {
+        let message = load_err(Some("[cache]\nmax_ttl = \"abc\"\n"), &[]);
+        assert_contains(
+            &message,
+            &[
+                "cache.max_ttl: invalid value \"abc\": expected an unsigned integer",
+                "(from file ",
+            ],
+        );
+        let message = load_err(None, &[("HEIMDALL_CACHE__MAX_TTL", "abc")]);
+        assert_contains(
+            &message,
+            &[
+                "cache.max_ttl: invalid value \"abc\": expected an unsigned integer",
+                "HEIMDALL_CACHE__MAX_TTL",
+            ],
+        );
+        let message = load_err(Some("[cache]\nmax_ttl = 1.5\n"), &[]);
+        assert_contains(&message, &["cache.max_ttl: invalid value 1.5"]);
+        let message = load_err(Some("[cache]\nmax_ttl = -1\n"), &[]);
+        assert_contains(&message, &["cache.max_ttl: invalid value -1"]);
+        let message = load_err(Some("[cache]\nmax_ttl = 5000000000\n"), &[]);
+        assert_contains(&message, &["cache.max_ttl: invalid value", "32 bit"]);
+        let message = load_err(Some("[cache]\nprefetch = 1\n"), &[]);
+        assert_contains(
+            &message,
+            &["cache.prefetch: invalid value 1: expected true or false"],
+        );
+        let message = load_err(Some("[log]\nlevel = 3\n"), &[]);
+        assert_contains(&message, &["log.level: invalid value 3: expected a string"]);
+        let message = load_err(Some("[log]\nformat = \"xml\"\n"), &[]);
+        assert_contains(
+            &message,
+            &["log.format: invalid value \"xml\": expected \"text\" or \"json\""],
+        );
+        let message = load_err(Some("[cache]\nmax_ttl = 5000000000\n"), &[]);
+        assert_contains(&message, &["(from file "]);
+        let message = load_err(Some("dns = 5\n"), &[]);
+        assert_contains(&message, &["dns: expected a section"]);
+        let message = load_err(Some("[dns]\nlisten = \"localhost\"\n"), &[]);
+        assert_contains(&message, &["dns.listen", "invalid value \"localhost\""]);
+    }
+
+    /// A bad upstream server names the value, from a file or the environment.
+    #[test]
+    fn bad_upstream_server() {
+        let message = load_err(
+            Some("[upstream]\nservers = [\"10.0.0.1\", \"dns.google\"]\n"),
+            &[],
+        );
+        assert_contains(
+            &message,
+            &["upstream.servers", "invalid value \"dns.google\""],
+        );
+        let message = load_err(None, &[("HEIMDALL_UPSTREAM__SERVERS", "10.0.0.1,nope")]);
+        assert_contains(&message, &["upstream.servers", "invalid value \"nope\""]);
+    }
+
+    /// A missing config file is an error naming the path; so is invalid TOML.
+    #[test]
+    fn missing_and_broken_file() {
+        let cli = Cli {
+            config: Some(PathBuf::from("/nonexistent/heimdall.toml")),
+            ..Cli::default()
+        };
+        let message = load_from(&cli, Vec::new())
+            .expect_err("missing")
+            .to_string();
+        assert_contains(&message, &["config file /nonexistent/heimdall.toml:"]);
+        let message = load_err(Some("[dns\n"), &[]);
+        assert_contains(&message, &["config file "]);
+    }
+
+    /// Every validation rule names its key.
+    #[test]
+    fn validation_rules() {
+        let cases = [
+            (
+                "[dns]\nmax_udp_payload = 511",
+                "dns.max_udp_payload: must be 512..=4096",
+            ),
+            ("[dns]\nmax_udp_payload = 4097", "dns.max_udp_payload"),
+            (
+                "[dns]\ntcp_idle_timeout_ms = 0",
+                "dns.tcp_idle_timeout_ms: must be >= 1",
+            ),
+            ("[dns]\ntcp_max_connections = 0", "dns.tcp_max_connections"),
+            ("[dns]\nmiss_queue = 0", "dns.miss_queue"),
+            ("[upstream]\ntimeout_ms = 0", "upstream.timeout_ms"),
+            (
+                "[upstream]\ntimeout_ms = 2000\nresolve_timeout_ms = 1000",
+                "upstream.resolve_timeout_ms: must be >= upstream.timeout_ms",
+            ),
+            (
+                "[cache]\nmax_bytes = 65535",
+                "cache.max_bytes: must be >= 65536",
+            ),
+            (
+                "[cache]\nmin_ttl = 10\nmax_ttl = 5",
+                "cache.max_ttl: must be >= cache.min_ttl",
+            ),
+            (
+                "[cache]\nservfail_ttl = 31",
+                "cache.servfail_ttl: must be <= 30",
+            ),
+            ("[log]\nlevel = \"info,[=\"", "log.level: invalid value"),
+            (
+                "[node]\ndata_dir = \"\"",
+                "node.data_dir: must not be empty",
+            ),
+            (
+                "[upstream]\nservers = [\"127.0.0.1:5353\"]",
+                "upstream.servers: 127.0.0.1:5353 is dns.listen itself",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let message = load_err(Some(toml), &[]);
+            assert_contains(&message, &[expected]);
+        }
+        // Boundaries are accepted.
+        let ok = "[dns]\nmax_udp_payload = 4096\n[cache]\nmax_bytes = 65536\nservfail_ttl = 30\n";
+        load_test(Some(ok), &[], Cli::default()).expect("boundaries");
+    }
+
+    /// No servers and an empty resolv.conf is the documented error.
+    #[test]
+    fn no_upstream_anywhere() {
+        let resolv = resolv_file("# nothing here\nsearch example.org\n");
+        let error =
+            load_inner(&Cli::default(), Vec::new(), resolv.path()).expect_err("no upstream");
+        assert_eq!(error.key(), Some("upstream.servers"));
+        assert_contains(
+            &error.to_string(),
+            &[
+                "upstream.servers: no upstream configured and ",
+                "has no nameserver",
+            ],
+        );
+    }
+
+    /// resolv.conf parsing keeps nameserver lines only, IPv4 and IPv6, port 53.
+    #[test]
+    fn resolv_conf_parsing() {
+        let text = "# comment\nsearch example.org\nnameserver 192.0.2.1\n  nameserver\t2001:db8::1  # trailing\n\
+                    nameserver fe80::1%eth0\nnameserver not-an-ip\n;nameserver 192.0.2.9\noptions ndots:2\nnameserver 127.0.0.53\n";
+        let servers: Vec<SocketAddr> = ["192.0.2.1:53", "[2001:db8::1]:53", "127.0.0.53:53"]
+            .iter()
+            .map(|s| s.parse().expect("addr"))
+            .collect();
+        assert_eq!(parse_resolv_conf(text), servers);
+        assert!(parse_resolv_conf("").is_empty());
+    }
+
+    /// Upstream address forms accepted on the command line and in files.
+    #[test]
+    fn upstream_forms() {
+        for (text, expected) in [
+            ("10.0.0.1", "10.0.0.1:53"),
+            ("10.0.0.1:5300", "10.0.0.1:5300"),
+            ("::1", "[::1]:53"),
+            ("[::1]", "[::1]:53"),
+            ("[::1]:5300", "[::1]:5300"),
+            (" 10.0.0.1 ", "10.0.0.1:53"),
+        ] {
+            assert_eq!(
+                parse_upstream(text),
+                Ok(expected.parse().expect("addr")),
+                "{text}"
+            );
+        }
+        for bad in ["", "host", "10.0.0.1:", "10.0.0.1:99999", "[::1", "::1:53x"] {
+            assert!(parse_upstream(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The command line parses every flag.
+    #[test]
+    fn cli_flags_parse() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "heimdall",
+            "--config",
+            "x.toml",
+            "--dns-listen",
+            "[::1]:53",
+            "--upstream",
+            "10.0.0.1",
+            "--upstream",
+            "::1",
+            "--data-dir",
+            "/d",
+            "--workers",
+            "4",
+            "--log-format",
+            "json",
+        ])
+        .expect("parse");
+        assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+        assert_eq!(cli.dns_listen, Some("[::1]:53".parse().expect("addr")));
+        assert_eq!(cli.upstream.len(), 2);
+        assert_eq!(cli.workers, Some(4));
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+        assert!(Cli::try_parse_from(["heimdall", "--upstream", "nope"]).is_err());
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    /// The shipped example config parses and equals the defaults (servers aside).
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let resolv = resolv_file("nameserver 192.0.2.53\n");
+        let cli = Cli {
+            config: Some(path),
+            ..Cli::default()
+        };
+        let config = load_inner(&cli, Vec::new(), resolv.path()).expect("example.toml");
+        let defaults = load_inner(&Cli::default(), Vec::new(), resolv.path()).expect("defaults");
+        assert_eq!(
+            Config {
+                upstream: UpstreamConfig {
+                    servers: Vec::new(),
+                    ..config.upstream.clone()
+                },
+                ..config.clone()
+            },
+            Config {
+                upstream: UpstreamConfig {
+                    servers: Vec::new(),
+                    ..defaults.upstream.clone()
+                },
+                ..defaults
+            }
+        );
+    }
+
+    /// `env_var_name` and `env_key` are inverse.
+    #[test]
+    fn env_names() {
+        assert_eq!(env_var_name("cache.max_ttl"), "HEIMDALL_CACHE__MAX_TTL");
+        assert_eq!(
+            env_var_name("upstream.servers[1]"),
+            "HEIMDALL_UPSTREAM__SERVERS"
+        );
+        assert_eq!(env_key("HEIMDALL_CACHE__MAX_TTL"), "cache.max_ttl");
+    }
+}
