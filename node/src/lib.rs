@@ -1,1 +1,7 @@
 //! Heimdall node library: config, cache, upstream forwarding and serving.
+
+pub mod cache;
+pub mod config;
+pub mod resolver;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,338 @@
+//! Serving DNS: per-core UDP workers and a TCP listener, started and stopped by [`run`].
+
+mod batch;
+mod tcp;
+mod udp;
+
+pub use tcp::TcpLimits;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::cache::{Cache, CachePolicy};
+use crate::config::Config;
+use crate::resolver::Resolver;
+use crate::upstream::{Forwarder, ForwarderTimeouts};
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listening socket could not be created.
+    #[error("cannot listen on {addr} ({proto}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// "udp" or "tcp".
+        proto: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A worker thread could not be started.
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A miss on its way to the async runtime, and where its answer goes.
+#[derive(Debug)]
+pub struct Job {
+    /// The query to resolve.
+    pub req: crate::resolver::MissRequest,
+    /// Where to send the answer.
+    pub reply: ReplyTo,
+}
+
+/// The destination of an answer produced on the runtime.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// Send on the worker's own UDP socket to the client.
+    Udp {
+        /// The socket the query arrived on.
+        socket: Arc<socket2::Socket>,
+        /// The client.
+        peer: SocketAddr,
+    },
+    /// A background refresh: nobody waits for the answer.
+    Prefetch,
+}
+
+/// Counters of the serving layer. Each worker has its own instance (no shared cache line is
+/// written per query); [`ServerStats::sum`] adds them up on read.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct ServerStats {
+    /// UDP messages received.
+    pub udp_queries: AtomicU64,
+    /// UDP datagrams dropped before parsing (oversize).
+    pub udp_dropped: AtomicU64,
+    /// Misses answered SERVFAIL because the runtime queue was full.
+    pub shed: AtomicU64,
+    /// TCP messages received.
+    pub tcp_queries: AtomicU64,
+    /// TCP connections accepted.
+    pub tcp_connections: AtomicU64,
+    /// TCP connections refused at the connection limit.
+    pub tcp_refused: AtomicU64,
+    /// TCP connections closed for a bad or incomplete frame.
+    pub tcp_bad_frames: AtomicU64,
+}
+
+impl ServerStats {
+    /// Add `n` to one of this instance's counters (only its owner writes it).
+    pub fn add(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The sum of several instances.
+    pub fn sum(all: &[Arc<ServerStats>]) -> ServerStats {
+        let total = ServerStats::default();
+        for s in all {
+            for (t, v) in total.fields().into_iter().zip(s.fields()) {
+                t.fetch_add(v.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        total
+    }
+
+    /// Every counter, in declaration order.
+    fn fields(&self) -> [&AtomicU64; 7] {
+        [
+            &self.udp_queries,
+            &self.udp_dropped,
+            &self.shed,
+            &self.tcp_queries,
+            &self.tcp_connections,
+            &self.tcp_refused,
+            &self.tcp_bad_frames,
+        ]
+    }
+}
+
+/// Counts work still in progress (answers being resolved, connections writing), so shutdown
+/// can wait for it.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight {
+    /// The count and a wake-up for waiters.
+    inner: Arc<(AtomicUsize, Notify)>,
+}
+
+/// Decrements the in-flight count when dropped.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    /// The tracker.
+    inner: Arc<(AtomicUsize, Notify)>,
+}
+
+impl InFlight {
+    /// Mark one more piece of work as started.
+    pub fn enter(&self) -> InFlightGuard {
+        self.inner.0.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Wait until nothing is in flight or the timeout passes; returns what is still running.
+    pub async fn wait_idle(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.1.notified();
+            let n = self.inner.0.load(Ordering::SeqCst);
+            if n == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.inner.0.load(Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.inner.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.inner.1.notify_waiters();
+        }
+    }
+}
+
+/// A running server's addresses, for logs and tests.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// Where UDP and TCP DNS are served.
+    pub dns: SocketAddr,
+}
+
+/// Build the cache policy from the node configuration.
+pub fn cache_policy(config: &Config) -> CachePolicy {
+    let c = &config.cache;
+    CachePolicy {
+        min_ttl: c.min_ttl,
+        max_ttl: c.max_ttl,
+        max_negative_ttl: c.max_negative_ttl,
+        servfail_ttl: c.servfail_ttl,
+        nosoa_negative_ttl: c.nosoa_negative_ttl,
+        prefetch: c.prefetch,
+        serve_stale: c.serve_stale,
+        stale_max: c.stale_max,
+        stale_ttl: c.stale_ttl,
+    }
+}
+
+/// Build the query engine (cache + forwarder) from the configuration.
+pub fn build_resolver(config: &Config) -> Resolver {
+    let cache = Cache::new(
+        usize::try_from(config.cache.max_bytes).unwrap_or(usize::MAX),
+        cache_policy(config),
+    );
+    let forwarder = Forwarder::new(
+        &config.upstream.servers,
+        ForwarderTimeouts {
+            attempt: Duration::from_millis(config.upstream.timeout_ms),
+            total: Duration::from_millis(config.upstream.resolve_timeout_ms),
+        },
+    );
+    Resolver::new(cache, forwarder, config.dns.max_udp_payload)
+}
+
+/// Run a node until `shutdown` resolves: bind UDP (one SO_REUSEPORT socket per worker) and
+/// TCP, serve, then stop accepting, finish in-flight queries and return.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.node.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.node.data_dir.clone(),
+        source,
+    })?;
+    let resolver = Arc::new(build_resolver(&config));
+    let workers = config.dns.workers.max(1);
+    let listen = config.dns.listen;
+    let sockets = udp::bind_sockets(listen, workers).map_err(|source| ServerError::Bind {
+        addr: listen,
+        proto: "udp",
+        source,
+    })?;
+    let dns_addr = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .and_then(|a| a.as_socket())
+        .unwrap_or(listen);
+    let listener = TcpListener::bind(dns_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: dns_addr,
+            proto: "tcp",
+            source,
+        })?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let inflight = InFlight::default();
+    let (miss_tx, miss_rx) = mpsc::channel::<Job>(config.dns.miss_queue.max(1));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let mut worker_stats = Vec::new();
+    let mut threads = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let stats = Arc::new(ServerStats::default());
+        worker_stats.push(Arc::clone(&stats));
+        let worker = udp::Worker {
+            socket,
+            resolver: Arc::clone(&resolver),
+            misses: miss_tx.clone(),
+            stop: Arc::clone(&stop),
+            stats,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("heimdall-udp-{i}"))
+            .spawn(move || worker.run())
+            .map_err(ServerError::Thread)?;
+        threads.push(handle);
+    }
+    drop(miss_tx);
+
+    let dispatcher = tokio::spawn(dispatch(miss_rx, Arc::clone(&resolver), inflight.clone()));
+    let tcp_stats = Arc::new(ServerStats::default());
+    worker_stats.push(Arc::clone(&tcp_stats));
+    let tcp_task = tokio::spawn(tcp::serve(
+        listener,
+        Arc::clone(&resolver),
+        TcpLimits {
+            idle_timeout: Duration::from_millis(config.dns.tcp_idle_timeout_ms),
+            max_connections: config.dns.tcp_max_connections,
+        },
+        tcp_stats,
+        inflight.clone(),
+        shutdown_rx,
+    ));
+
+    tracing::info!(
+        dns = %dns_addr,
+        workers,
+        upstreams = ?config.upstream.servers,
+        cache_bytes = config.cache.max_bytes,
+        "heimdall ready"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down: no new queries, finishing the ones in flight");
+    stop.store(true, Ordering::SeqCst);
+    let _ = shutdown_tx.send(true);
+    let _ = tcp_task.await;
+    // Worker threads notice `stop` within their receive timeout; their queue senders drop
+    // with them, which ends the dispatcher once the queue is drained.
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    let _ = dispatcher.await;
+    let grace = Duration::from_millis(config.upstream.resolve_timeout_ms) + Duration::from_secs(1);
+    let left = inflight.wait_idle(grace).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "shutdown grace period over with answers still in flight"
+        );
+    }
+    let totals = ServerStats::sum(&worker_stats);
+    tracing::info!(
+        udp_queries = totals.udp_queries.load(Ordering::Relaxed),
+        tcp_queries = totals.tcp_queries.load(Ordering::Relaxed),
+        "stopped"
+    );
+    Ok(())
+}
+
+/// Take misses off the queue and resolve each on its own task.
+async fn dispatch(mut rx: mpsc::Receiver<Job>, resolver: Arc<Resolver>, inflight: InFlight) {
+    while let Some(job) = rx.recv().await {
+        let resolver = Arc::clone(&resolver);
+        let guard = inflight.enter();
+        tokio::spawn(async move {
+            match job.reply {
+                ReplyTo::Udp { socket, peer } => {
+                    let answer = resolver.resolve_miss(&job.req).await;
+                    // Non-blocking: a full socket buffer loses this answer like the network would.
+                    let _ = socket.send_to_with_flags(&answer, &peer.into(), libc::MSG_DONTWAIT);
+                }
+                ReplyTo::Prefetch => resolver.prefetch(&job.req).await,
+            }
+            drop(guard);
+        });
+    }
+}

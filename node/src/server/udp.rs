@@ -1,0 +1,138 @@
+//! The UDP fast path: one worker thread per socket (SO_REUSEPORT), batched receive and send,
+//! cache hits answered on the worker, misses handed to the async runtime through a bounded queue.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::mpsc;
+
+use super::batch::{RecvBatch, SendBatch, to_socket_addr};
+use super::{Job, ReplyTo, ServerStats};
+use crate::resolver::{Outcome, Resolver, Transport};
+
+/// How often a blocked worker wakes up to check for shutdown.
+const RECV_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Bind `count` UDP sockets to the same address with SO_REUSEPORT. When the port is 0, the
+/// first socket's kernel-chosen port is used for the rest.
+pub fn bind_sockets(addr: SocketAddr, count: usize) -> io::Result<Vec<Arc<Socket>>> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_read_timeout(Some(RECV_TIMEOUT))?;
+        socket.bind(&addr.into())?;
+        if addr.port() == 0
+            && let Some(bound) = socket.local_addr()?.as_socket()
+        {
+            addr = bound;
+        }
+        sockets.push(Arc::new(socket));
+    }
+    Ok(sockets)
+}
+
+/// Everything one worker thread needs.
+pub struct Worker {
+    /// Its own socket.
+    pub socket: Arc<Socket>,
+    /// The shared query engine.
+    pub resolver: Arc<Resolver>,
+    /// Where misses go (bounded: a full queue sheds load with SERVFAIL).
+    pub misses: mpsc::Sender<Job>,
+    /// Set when the server shuts down.
+    pub stop: Arc<AtomicBool>,
+    /// This worker's counters.
+    pub stats: Arc<ServerStats>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// The worker loop: runs until `stop` is set.
+    pub fn run(self) {
+        let fd = self.socket.as_raw_fd();
+        let mut recv = RecvBatch::new();
+        let mut send = SendBatch::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let n = match recv.recv(fd) {
+                Ok(n) => n,
+                Err(e) => {
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted => {}
+                        _ => tracing::warn!(error = %e, "udp receive failed"),
+                    }
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                let Some((packet, addr, addr_len)) = recv.get(i) else {
+                    self.stats.add(&self.stats.udp_dropped, 1);
+                    continue;
+                };
+                self.stats.add(&self.stats.udp_queries, 1);
+                if send.is_full() {
+                    send.flush(fd);
+                }
+                match self
+                    .resolver
+                    .process(packet, send.next_buf(), Transport::Udp, now)
+                {
+                    Outcome::Reply { len, prefetch } => {
+                        send.push(len, addr, addr_len);
+                        if let Some(req) = prefetch {
+                            // Best effort: a full queue just skips this refresh.
+                            let _ = self.misses.try_send(Job {
+                                req,
+                                reply: ReplyTo::Prefetch,
+                            });
+                        }
+                    }
+                    Outcome::Drop => {}
+                    Outcome::Miss(req) => {
+                        let Some(peer) = to_socket_addr(addr, addr_len) else {
+                            continue;
+                        };
+                        let job = Job {
+                            req,
+                            reply: ReplyTo::Udp {
+                                socket: Arc::clone(&self.socket),
+                                peer,
+                            },
+                        };
+                        if let Err(err) = self.misses.try_send(job) {
+                            // Shed load: never block the worker on the runtime.
+                            self.stats.add(&self.stats.shed, 1);
+                            let job = match err {
+                                mpsc::error::TrySendError::Full(j)
+                                | mpsc::error::TrySendError::Closed(j) => j,
+                            };
+                            let len = job.req.write_servfail(send.next_buf());
+                            send.push(len, addr, addr_len);
+                        }
+                    }
+                }
+            }
+            send.flush(fd);
+        }
+    }
+}
