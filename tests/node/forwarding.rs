@@ -1,0 +1,108 @@
+//! Forwarding: coalescing of identical in-flight questions and failover across upstreams.
+
+use std::net::SocketAddr;
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use heimdall_tests::{AuthServer, Node, NodeOpts, compare_records, dead_addr, query_udp};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::{Setup, zone};
+
+/// 100 concurrent identical queries while the upstream holds answers 200 ms: all are
+/// answered and the upstream sees that question exactly once.
+#[test]
+fn coalesces_identical_concurrent_queries() -> Result<()> {
+    let setup = Setup::start()?;
+    setup.run(|s| {
+        s.auth.set_delay(Duration::from_millis(200));
+        let addr = s.node.dns_addr();
+        let barrier = Barrier::new(100);
+        let started = Instant::now();
+        let replies: Vec<_> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..100)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        let t = Instant::now();
+                        (
+                            query_udp(addr, "www.example.test.", RecordType::A, None, false),
+                            t.elapsed(),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        println!("100 concurrent queries done in {:?}", started.elapsed());
+        let mut slowest = Duration::ZERO;
+        for reply in replies {
+            let (reply, took) = reply.map_err(|_| anyhow::anyhow!("a query thread panicked"))?;
+            let reply = reply?;
+            slowest = slowest.max(took);
+            ensure!(reply.response_code == ResponseCode::NoError, "{reply}");
+            ensure!(reply.answers.len() == 2, "{reply}");
+        }
+        println!("slowest single answer {slowest:?}");
+        let count = s.auth.count("www.example.test.", RecordType::A);
+        ensure!(
+            count == 1,
+            "the upstream saw {count} queries for one coalesced question"
+        );
+        Ok(())
+    })
+}
+
+/// Query several names through a node whose first upstream is `dead` and check every
+/// answer against the live upstream, printing the time each took.
+fn check_failover(node: &Node, live: &AuthServer, what: &str) -> Result<()> {
+    let names = [
+        "www.example.test.",
+        "mail.example.test.",
+        "alias.example.test.",
+        "txt.example.test.",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let rtype = if name.starts_with("txt") {
+            RecordType::TXT
+        } else {
+            RecordType::A
+        };
+        let started = Instant::now();
+        let reply = query_udp(node.dns_addr(), name, rtype, None, false)
+            .with_context(|| format!("{what}: query {i} for {name}"))?;
+        println!("{what}: {name} {rtype} answered in {:?}", started.elapsed());
+        ensure!(reply.response_code == ResponseCode::NoError, "{reply}");
+        let direct = query_udp(live.addr(), name, rtype, None, false)?;
+        compare_records(&reply.answers, &direct.answers)?;
+    }
+    Ok(())
+}
+
+/// With the first upstream silently dropping everything, answers still come from the second.
+#[test]
+fn fails_over_from_a_silent_upstream() -> Result<()> {
+    let silent = AuthServer::start(zone())?;
+    let live = AuthServer::start(zone())?;
+    let node = Node::start(NodeOpts::upstreams(&[silent.addr(), live.addr()]))?;
+    silent.set_down(true);
+    node.attach_log(check_failover(&node, &live, "silent first upstream"))?;
+    println!(
+        "silent upstream saw {} queries, live one {}",
+        silent.queries(),
+        live.queries()
+    );
+    Ok(())
+}
+
+/// With nothing listening at the first upstream's address, answers still come from the second.
+#[test]
+fn fails_over_from_an_unreachable_upstream() -> Result<()> {
+    let dead: SocketAddr = dead_addr(53)?;
+    let live = AuthServer::start(zone())?;
+    let node = Node::start(NodeOpts::upstreams(&[dead, live.addr()]))?;
+    node.attach_log(check_failover(&node, &live, "unreachable first upstream"))
+}
