@@ -4,4 +4,5 @@ pub mod cache;
 pub mod config;
 pub mod resolver;
 pub mod server;
+pub mod stats;
 pub mod upstream;

@@ -6,7 +6,6 @@
 //! [`Resolver::resolve_miss`] is the asynchronous part that runs on the tokio runtime.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use heimdall_wire::{Header, Message, MessageWriter, Query, QueryError, parse_query, rcode};
@@ -14,6 +13,7 @@ use heimdall_wire::{Header, Message, MessageWriter, Query, QueryError, parse_que
 use crate::cache::{
     Cache, CachePolicy, ClientOpt, ClientQuery, Entry, Freshness, MAX_KEY_LEN, Source, write_key,
 };
+use crate::stats::Counter;
 use crate::upstream::{Forwarder, Question};
 
 /// Smallest UDP payload every client can take (RFC 1035), and the size without EDNS.
@@ -96,25 +96,25 @@ pub enum Outcome {
     Miss(MissRequest),
 }
 
-/// Counters of the query path (summed over all transports).
+/// Counters of the query path (summed over all transports; per-thread slots).
 #[derive(Debug, Default)]
 pub struct ResolverStats {
     /// Answers served from cache.
-    pub cache_hits: AtomicU64,
+    pub cache_hits: Counter,
     /// Queries that went upstream (including coalesced ones).
-    pub cache_misses: AtomicU64,
+    pub cache_misses: Counter,
     /// Expired answers served because every upstream failed (RFC 8767).
-    pub stale_served: AtomicU64,
+    pub stale_served: Counter,
     /// SERVFAIL answers sent because resolution failed.
-    pub servfail: AtomicU64,
+    pub servfail: Counter,
     /// FORMERR answers sent.
-    pub formerr: AtomicU64,
+    pub formerr: Counter,
     /// NOTIMP answers sent.
-    pub notimp: AtomicU64,
+    pub notimp: Counter,
     /// Messages dropped without an answer.
-    pub dropped: AtomicU64,
+    pub dropped: Counter,
     /// Background refreshes started.
-    pub prefetches: AtomicU64,
+    pub prefetches: Counter,
 }
 
 /// The query engine shared by every worker and connection.
@@ -168,11 +168,11 @@ impl Resolver {
         let query = match parse_query(packet) {
             Ok(q) => q,
             Err(QueryError::Drop) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.dropped.incr();
                 return Outcome::Drop;
             }
             Err(QueryError::FormErr { id, flags }) => {
-                self.stats.formerr.fetch_add(1, Ordering::Relaxed);
+                self.stats.formerr.incr();
                 let len = write_error(out, id, flags, rcode::FORMERR, None, None);
                 return Outcome::Reply {
                     len,
@@ -180,7 +180,7 @@ impl Resolver {
                 };
             }
             Err(QueryError::NotImp { id, flags }) => {
-                self.stats.notimp.fetch_add(1, Ordering::Relaxed);
+                self.stats.notimp.incr();
                 let len = write_error(out, id, flags, rcode::NOTIMP, None, None);
                 return Outcome::Reply {
                     len,
@@ -195,7 +195,7 @@ impl Resolver {
         // A compressed question name (a pointer into the header) cannot be echoed or keyed
         // safely: answers are laid out after an uncompressed question.
         if question.len() != query.question.name.wire_len() + 4 {
-            self.stats.formerr.fetch_add(1, Ordering::Relaxed);
+            self.stats.formerr.incr();
             let len = write_error(out, header.id, header.flags, rcode::FORMERR, None, None);
             return Outcome::Reply {
                 len,
@@ -271,15 +271,15 @@ impl Resolver {
         });
         match hit {
             Some((len, prefetch)) => {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_hits.incr();
                 let prefetch = prefetch.then(|| {
-                    self.stats.prefetches.fetch_add(1, Ordering::Relaxed);
+                    self.stats.prefetches.incr();
                     miss_request(&query, key, question, client_opt, max_len)
                 });
                 Outcome::Reply { len, prefetch }
             }
             None => {
-                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_misses.incr();
                 Outcome::Miss(miss_request(&query, key, question, client_opt, max_len))
             }
         }
@@ -316,14 +316,14 @@ impl Resolver {
                         entry.write_response(&mut out, &client, now, stale, req.max_len)
                     });
                     if let Some(len) = stale {
-                        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                        self.stats.stale_served.incr();
                         out.truncate(len);
                         return out;
                     }
                 }
             }
         }
-        self.stats.servfail.fetch_add(1, Ordering::Relaxed);
+        self.stats.servfail.incr();
         let len = req.write_servfail(&mut out);
         out.truncate(len);
         out

@@ -22,8 +22,8 @@ mod store;
 #[cfg(test)]
 mod testutil;
 
+use crate::stats::Counter;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -66,21 +66,21 @@ pub struct CacheStats {
     pub stale_served: u64,
 }
 
-/// The live counters behind [`CacheStats`] (relaxed atomics).
+/// The live counters behind [`CacheStats`] (per-thread slots: a hit writes no shared line).
 #[derive(Debug, Default)]
 struct Counters {
     /// See [`CacheStats::hits`].
-    hits: AtomicU64,
+    hits: Counter,
     /// See [`CacheStats::misses`].
-    misses: AtomicU64,
+    misses: Counter,
     /// See [`CacheStats::inserts`].
-    inserts: AtomicU64,
+    inserts: Counter,
     /// See [`CacheStats::evictions`].
-    evictions: AtomicU64,
+    evictions: Counter,
     /// See [`CacheStats::expired`].
-    expired: AtomicU64,
+    expired: Counter,
     /// See [`CacheStats::stale_served`].
-    stale_served: AtomicU64,
+    stale_served: Counter,
 }
 
 /// What a lookup found under the shard lock.
@@ -157,23 +157,23 @@ impl Cache {
             });
         match probe {
             Some(Probe::Fresh(result)) => {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters.hits.incr();
                 Some(result)
             }
             Some(Probe::Stale(result)) => {
-                self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
+                self.counters.stale_served.incr();
                 Some(result)
             }
             Some(Probe::Dead) => {
-                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                self.counters.misses.incr();
                 let dead = |entry: &Entry| entry.lifetime(now, stale_window) == Lifetime::Dead;
                 if self.store.try_remove_if(key, dead) {
-                    self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                    self.counters.expired.incr();
                 }
                 None
             }
             Some(Probe::Expired) | None => {
-                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                self.counters.misses.incr();
                 None
             }
         }
@@ -191,14 +191,10 @@ impl Cache {
         let dead = |entry: &Entry| entry.lifetime(now, stale_window) == Lifetime::Dead;
         let outcome = self.store.insert(key, entry, dead);
         if outcome.stored {
-            self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+            self.counters.inserts.incr();
         }
-        self.counters
-            .evictions
-            .fetch_add(outcome.evicted, Ordering::Relaxed);
-        self.counters
-            .expired
-            .fetch_add(outcome.expired, Ordering::Relaxed);
+        self.counters.evictions.add(outcome.evicted);
+        self.counters.expired.add(outcome.expired);
     }
 
     /// Remove the entry under `key`; true if there was one.
@@ -235,12 +231,12 @@ impl Cache {
     pub fn stats(&self) -> CacheStats {
         let c = &self.counters;
         CacheStats {
-            hits: c.hits.load(Ordering::Relaxed),
-            misses: c.misses.load(Ordering::Relaxed),
-            inserts: c.inserts.load(Ordering::Relaxed),
-            evictions: c.evictions.load(Ordering::Relaxed),
-            expired: c.expired.load(Ordering::Relaxed),
-            stale_served: c.stale_served.load(Ordering::Relaxed),
+            hits: c.hits.get(),
+            misses: c.misses.get(),
+            inserts: c.inserts.get(),
+            evictions: c.evictions.get(),
+            expired: c.expired.get(),
+            stale_served: c.stale_served.get(),
         }
     }
 }
@@ -488,7 +484,7 @@ mod tests {
                     let q = question("host1.example.com", rtype::A);
                     let mut out = [0u8; 512];
                     let mut lookups = 0u64;
-                    while !done.load(Ordering::Relaxed) {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
                         for k in keys.iter() {
                             cache.lookup(k, now, true, |e, _| {
                                 e.write_response(&mut out, &client(&q, None), now, false, 512)
@@ -514,7 +510,7 @@ mod tests {
                 }
             }
         }
-        done.store(true, Ordering::Relaxed);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut lookups = 0;
         for reader in readers {
             lookups += reader.join().expect("reader thread");

@@ -2,7 +2,6 @@
 //! over UDP, retried over TCP when the reply is truncated; replies that do not match are ignored.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use heimdall_wire::{Message, MessageWriter, WireError};
@@ -99,7 +98,7 @@ pub(super) async fn exchange(
     };
     let socket = UdpSocket::bind(local).await?;
     socket.connect(upstream).await?;
-    stats.queries.fetch_add(1, Ordering::Relaxed);
+    stats.queries.incr();
     socket.send(query).await?;
 
     let mut buf = vec![0u8; UDP_RECV_LEN];
@@ -110,14 +109,14 @@ pub(super) async fn exchange(
         };
         let reply = &buf[..n];
         if !matches(reply, id, question) {
-            stats.mismatched.fetch_add(1, Ordering::Relaxed);
+            stats.mismatched.incr();
             continue;
         }
         let truncated = heimdall_wire::Header::parse(reply).is_ok_and(|h| h.tc());
         if !truncated {
             return Ok(reply.into());
         }
-        stats.tcp_retries.fetch_add(1, Ordering::Relaxed);
+        stats.tcp_retries.incr();
         break;
     }
     drop(socket);
@@ -141,7 +140,7 @@ async fn exchange_tcp(
 
     let mut stream = TcpStream::connect(upstream).await?;
     stream.set_nodelay(true)?;
-    stats.queries.fetch_add(1, Ordering::Relaxed);
+    stats.queries.incr();
     stream.write_all(&frame[..len + 2]).await?;
     loop {
         let mut prefix = [0u8; 2];
@@ -156,6 +155,6 @@ async fn exchange_tcp(
             return Ok(reply.into_boxed_slice());
         }
         // A reply to something else on our own connection: ignore it and keep reading.
-        stats.mismatched.fetch_add(1, Ordering::Relaxed);
+        stats.mismatched.incr();
     }
 }

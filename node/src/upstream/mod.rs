@@ -8,9 +8,9 @@ pub use coalesce::Inflight;
 pub use exchange::{ExchangeError, build_query};
 pub use pool::{Upstream, UpstreamPool, UpstreamSnapshot};
 
+use crate::stats::Counter;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -67,15 +67,15 @@ pub struct ForwarderTimeouts {
 #[derive(Debug, Default)]
 pub struct ForwarderStats {
     /// Exchanges sent to an upstream (each UDP try and each TCP retry counts).
-    pub queries: AtomicU64,
+    pub queries: Counter,
     /// Questions answered by joining an identical question already in flight.
-    pub coalesced: AtomicU64,
+    pub coalesced: Counter,
     /// Datagrams from the upstream that did not match (wrong ID or question) and were ignored.
-    pub mismatched: AtomicU64,
+    pub mismatched: Counter,
     /// Replies that were truncated over UDP and retried over TCP.
-    pub tcp_retries: AtomicU64,
+    pub tcp_retries: Counter,
     /// Resolutions that failed on every upstream.
-    pub failures: AtomicU64,
+    pub failures: Counter,
 }
 
 /// The forwarder: picks upstreams by health and latency, retries and fails over, and coalesces
@@ -132,7 +132,7 @@ impl Forwarder {
     ) -> (Result<Arc<Answer>, ForwardError>, bool) {
         let (result, leader) = self.inflight.run(key, || self.forward(question)).await;
         if !leader {
-            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            self.stats.coalesced.incr();
         }
         (result, leader)
     }
@@ -186,7 +186,7 @@ impl Forwarder {
         if let Some(answer) = fallback {
             return Ok(answer);
         }
-        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        self.stats.failures.incr();
         Err(ForwardError::AllFailed {
             tried,
             elapsed_ms: start.elapsed().as_millis() as u64,
