@@ -51,6 +51,9 @@ pub struct Cli {
     /// Number of UDP worker threads; 0 = one per CPU (dns.workers).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Pin UDP worker i to CPU i (modulo the CPU count) (dns.cpu_affinity).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub cpu_affinity: Option<bool>,
     /// Log output format (log.format).
     #[arg(long, value_name = "FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -107,6 +110,8 @@ pub struct DnsConfig {
     /// Bound of the channel carrying cache misses from the UDP workers to the runtime (>= 1).
     /// Default 4096.
     pub miss_queue: usize,
+    /// Pin UDP worker i to CPU i (modulo the CPU count). Default false.
+    pub cpu_affinity: bool,
 }
 
 impl Default for DnsConfig {
@@ -118,6 +123,7 @@ impl Default for DnsConfig {
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 1024,
             miss_queue: 4096,
+            cpu_affinity: false,
         }
     }
 }
@@ -777,6 +783,9 @@ impl Config {
         }
         if let Some(workers) = cli.workers {
             self.dns.workers = workers;
+        }
+        if let Some(pin) = cli.cpu_affinity {
+            self.dns.cpu_affinity = pin;
         }
         if let Some(format) = cli.log_format {
             self.log.format = format;

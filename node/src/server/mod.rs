@@ -244,6 +244,7 @@ pub async fn run(
     let (miss_tx, miss_rx) = mpsc::channel::<Job>(config.dns.miss_queue.max(1));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let mut worker_stats = Vec::new();
     let mut threads = Vec::new();
     for (i, socket) in sockets.into_iter().enumerate() {
@@ -255,6 +256,7 @@ pub async fn run(
             misses: miss_tx.clone(),
             stop: Arc::clone(&stop),
             stats,
+            cpu: config.dns.cpu_affinity.then_some(i % cpus),
         };
         let handle = std::thread::Builder::new()
             .name(format!("heimdall-udp-{i}"))

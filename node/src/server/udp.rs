@@ -54,6 +54,8 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// This worker's counters.
     pub stats: Arc<ServerStats>,
+    /// The CPU to pin this worker's thread to, if any.
+    pub cpu: Option<usize>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -67,6 +69,14 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     /// The worker loop: runs until `stop` is set.
     pub fn run(self) {
+        if let Some(cpu) = self.cpu {
+            match pin_to_cpu(cpu) {
+                Ok(()) => tracing::debug!(cpu, "udp worker pinned"),
+                Err(e) => {
+                    tracing::warn!(cpu, error = %e, "could not pin udp worker; running unpinned")
+                }
+            }
+        }
         let fd = self.socket.as_raw_fd();
         let mut recv = RecvBatch::new();
         let mut send = SendBatch::new();
@@ -135,4 +145,19 @@ impl Worker {
             send.flush(fd);
         }
     }
+}
+
+/// Pin the calling thread to one CPU.
+fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bit mask for which all-zero is the empty set; CPU_SET only
+    // writes inside it (it ignores indexes past its size), and sched_setaffinity(0, ..) reads it
+    // for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
