@@ -178,6 +178,10 @@ pub struct CacheConfig {
     pub stale_max: u32,
     /// TTL given to records in a stale answer, in seconds. Default 30.
     pub stale_ttl: u32,
+    /// With serve_stale, answer from an expired entry once the upstreams have not answered
+    /// for this many milliseconds, and keep refreshing in the background (RFC 8767's client
+    /// response timer); 0 = only after every upstream failed. Default 1800.
+    pub stale_answer_after_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -193,6 +197,7 @@ impl Default for CacheConfig {
             serve_stale: true,
             stale_max: 86_400,
             stale_ttl: 30,
+            stale_answer_after_ms: 1800,
         }
     }
 }

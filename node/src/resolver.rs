@@ -6,7 +6,7 @@
 //! [`Resolver::resolve_miss`] is the asynchronous part that runs on the tokio runtime.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use heimdall_wire::{Header, Message, MessageWriter, Query, QueryError, parse_query, rcode};
 
@@ -128,6 +128,9 @@ pub struct Resolver {
     max_udp_payload: u16,
     /// Counters.
     stats: ResolverStats,
+    /// With serve-stale, how long to wait for upstreams before answering from an expired
+    /// entry (RFC 8767 client response timer); None = only after every upstream failed.
+    stale_answer_after: Option<Duration>,
 }
 
 impl Resolver {
@@ -138,7 +141,15 @@ impl Resolver {
             forwarder,
             max_udp_payload: max_udp_payload.max(MIN_UDP_PAYLOAD),
             stats: ResolverStats::default(),
+            stale_answer_after: None,
         }
+    }
+
+    /// Answer from an expired entry once upstreams have been silent for `after` (None: only
+    /// once every upstream failed). Only matters while the cache policy allows serve-stale.
+    pub fn with_stale_answer_after(mut self, after: Option<Duration>) -> Resolver {
+        self.stale_answer_after = after;
+        self
     }
 
     /// The cache.
@@ -287,12 +298,40 @@ impl Resolver {
 
     /// Resolve a miss upstream, cache the answer, and return the client's answer bytes.
     /// When every upstream fails, an expired answer is served if serve-stale allows it,
-    /// otherwise SERVFAIL.
-    pub async fn resolve_miss(&self, req: &MissRequest) -> Vec<u8> {
-        let (result, leader) = self.forwarder.resolve(&req.key, &req.question).await;
-        let now = Instant::now();
+    /// otherwise SERVFAIL. With a stale answer at hand, upstreams get `stale_answer_after`
+    /// to answer before the stale one is sent, and the refresh goes on in the background.
+    pub async fn resolve_miss(self: &Arc<Self>, req: &MissRequest) -> Vec<u8> {
         let mut out = vec![0u8; req.max_len.max(usize::from(MIN_UDP_PAYLOAD))];
         let client = req.client();
+        let serve_stale = self.cache.policy().serve_stale;
+        let stale_timer = self.stale_answer_after.filter(|_| {
+            serve_stale
+                && self
+                    .cache
+                    .lookup(&req.key, Instant::now(), true, |_, f| {
+                        matches!(f, Freshness::Stale)
+                    })
+                    .unwrap_or(false)
+        });
+        let resolution = self.forwarder.resolve(&req.key, &req.question);
+        let (result, leader) = match stale_timer {
+            None => resolution.await,
+            Some(after) => match tokio::time::timeout(after, resolution).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // Upstreams are slow: refresh in the background, answer stale now.
+                    let this = Arc::clone(self);
+                    let refresh = req.clone();
+                    tokio::spawn(async move { this.prefetch(&refresh).await });
+                    if let Some(len) = self.write_stale(req, &mut out) {
+                        out.truncate(len);
+                        return out;
+                    }
+                    self.forwarder.resolve(&req.key, &req.question).await
+                }
+            },
+        };
+        let now = Instant::now();
         match result {
             Ok(answer) => match self.entry_from(&answer.bytes, Source::Upstream, now) {
                 Ok((entry, ttl)) => {
@@ -309,17 +348,9 @@ impl Resolver {
             },
             Err(e) => {
                 tracing::debug!(error = %e, "resolution failed");
-                let policy = self.cache.policy();
-                if policy.serve_stale {
-                    let stale = self.cache.lookup(&req.key, now, true, |entry, freshness| {
-                        let stale = matches!(freshness, Freshness::Stale);
-                        entry.write_response(&mut out, &client, now, stale, req.max_len)
-                    });
-                    if let Some(len) = stale {
-                        self.stats.stale_served.incr();
-                        out.truncate(len);
-                        return out;
-                    }
+                if serve_stale && let Some(len) = self.write_stale(req, &mut out) {
+                    out.truncate(len);
+                    return out;
                 }
             }
         }
@@ -327,6 +358,19 @@ impl Resolver {
         let len = req.write_servfail(&mut out);
         out.truncate(len);
         out
+    }
+
+    /// Write the answer from an expired (or meanwhile refreshed) entry, if the cache still
+    /// holds one within its stale window. Returns the length.
+    fn write_stale(&self, req: &MissRequest, out: &mut [u8]) -> Option<usize> {
+        let now = Instant::now();
+        let client = req.client();
+        let len = self.cache.lookup(&req.key, now, true, |entry, freshness| {
+            let stale = matches!(freshness, Freshness::Stale);
+            entry.write_response(out, &client, now, stale, req.max_len)
+        })?;
+        self.stats.stale_served.incr();
+        Some(len)
     }
 
     /// Refresh an entry in the background (prefetch): resolve and replace the cached answer.

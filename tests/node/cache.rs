@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail, ensure};
 use heimdall_tests::{
     NodeOpts, build_query, dead_addr, exchange_udp, query_udp, wait_for, wait_until,
+    wait_until_instant,
 };
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
@@ -210,6 +211,51 @@ fn prefetch_refreshes_before_expiry() -> Result<()> {
             query_ttl().ok().filter(|ttl| *ttl >= 5)
         })?;
         println!("refreshed TTL {fresh} served {took:?} later");
+        Ok(())
+    })
+}
+
+/// With a stale answer at hand and upstreams silent, the node answers stale after
+/// `cache.stale_answer_after_ms` (RFC 8767 client response timer), well before the resolve
+/// timeout; once the upstream is back, the next query gets the fresh data, not the stale copy.
+#[test]
+fn serves_stale_after_client_timer_then_refreshes() -> Result<()> {
+    let opts = NodeOpts {
+        env: vec![
+            ("HEIMDALL_UPSTREAM__TIMEOUT_MS".into(), "3000".into()),
+            (
+                "HEIMDALL_UPSTREAM__RESOLVE_TIMEOUT_MS".into(),
+                "9000".into(),
+            ),
+            ("HEIMDALL_CACHE__STALE_ANSWER_AFTER_MS".into(), "400".into()),
+        ],
+        ..NodeOpts::default()
+    };
+    let setup = Setup::with(zone().add("flaky", 1, a(192, 0, 2, 88)), opts)?;
+    setup.run(|s| {
+        let name = "flaky.example.test.";
+        query_udp(s.node.dns_addr(), name, RecordType::A, None, false)?;
+        s.auth.set_down(true);
+        // Wait for expiry on the clock (the entry's TTL is 1 s).
+        wait_until_instant(Instant::now() + Duration::from_millis(1100));
+        let asked = Instant::now();
+        let stale = slow_query(s, name, RecordType::A)?;
+        let took = asked.elapsed();
+        println!("stale answer after {took:?} (timer 400 ms, resolve timeout 9 s)");
+        ensure!(first_ttl(&stale)? == 30, "not a stale answer:\n{stale}");
+        ensure!(
+            took < Duration::from_secs(8),
+            "the stale answer waited for the resolve timeout ({took:?})"
+        );
+
+        // The upstream comes back with new data: the background refresh fetches it.
+        s.auth.set_record("flaky", 300, a(192, 0, 2, 99));
+        s.auth.set_down(false);
+        let (_, took) = wait_for(Duration::from_secs(20), "the refreshed answer", || {
+            let reply = query_udp(s.node.dns_addr(), name, RecordType::A, None, false).ok()?;
+            (reply.answers.first()?.data == a(192, 0, 2, 99)).then_some(())
+        })?;
+        println!("fresh answer {took:?} after the upstream came back");
         Ok(())
     })
 }

@@ -205,7 +205,9 @@ pub fn build_resolver(config: &Config) -> Resolver {
             total: Duration::from_millis(config.upstream.resolve_timeout_ms),
         },
     );
+    let stale_after = config.cache.stale_answer_after_ms;
     Resolver::new(cache, forwarder, config.dns.max_udp_payload)
+        .with_stale_answer_after((stale_after > 0).then(|| Duration::from_millis(stale_after)))
 }
 
 /// Run a node until `shutdown` resolves: bind UDP (one SO_REUSEPORT socket per worker) and
