@@ -5,7 +5,13 @@
 //! [`MessageWriter`] after the upstream question, so every compression pointer targets either
 //! the question name or an earlier record. Replayed after the client's question, which is the
 //! same name in possibly different case, the pointers stay valid. The offsets of the TTL fields
-//! and the stored TTLs are kept beside the bytes so a reply is a copy plus a few patches.
+//! are kept after the record bytes, in the same allocation, so a reply is one copy plus a few
+//! patches (each TTL is read back from the copied record and lowered by the entry's age).
+//!
+//! Layout: everything a hit reads besides the record bytes (stored-at time, TTLs, header bits,
+//! counts, lengths, the prefetch flag and the pointer to the bytes) sits together at the start
+//! of the [`Entry`] struct, which is 64 bytes in all; the record bytes and TTL offsets live in
+//! their own allocation.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -97,14 +103,8 @@ pub struct ClientOpt {
     pub our_udp_size: u16,
 }
 
-/// The offset of one TTL field in the stored records and the TTL stored there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct TtlSlot {
-    /// Offset of the 4-byte TTL field from the start of the stored records.
-    offset: u16,
-    /// The clamped TTL the record had when stored (seconds).
-    ttl: u32,
-}
+/// Bytes per stored TTL offset (a native-endian `u16` after the record bytes).
+const TTL_OFFSET_LEN: usize = 2;
 
 /// Where an entry stands in its life at some instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,8 +118,18 @@ pub(crate) enum Lifetime {
 }
 
 /// An answer ready to be replayed to clients.
+///
+/// `repr(C)` keeps the declared order: the fields a hit reads come first and together (56
+/// bytes), then the cold ones; the struct is 64 bytes.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Entry {
+    /// When the stored TTLs were current (the insert, or the build for a one-shot entry).
+    stored_at: Instant,
+    /// Lifetime in seconds from `stored_at`.
+    ttl: u32,
+    /// TTL put on every record when served stale (the policy's `stale_ttl` when built).
+    stale_ttl: u32,
     /// Response code, with the extended bits (upper 8) from the upstream OPT in bits 4..12.
     rcode: u16,
     /// Header bits carried from upstream: AA, AD and TC.
@@ -128,26 +138,20 @@ pub struct Entry {
     counts: [u16; 3],
     /// Length of the upstream question (name + type + class) the records are laid out after.
     question_len: u16,
-    /// The records as wire bytes, valid at offset 12 + `question_len`.
-    records: Box<[u8]>,
-    /// Every record's TTL field: offset in `records` and stored TTL.
-    ttls: Box<[TtlSlot]>,
+    /// Length of the record bytes at the start of `wire`.
+    records_len: u16,
+    /// The prefetch signal was given (it is given once per entry).
+    prefetch_claimed: AtomicBool,
+    /// The records as wire bytes, valid at offset 12 + `question_len`, followed by the offset
+    /// of every record's TTL field from the start of the records (native-endian `u16`s).
+    wire: Box<[u8]>,
     /// What kind of answer this is.
     kind: EntryKind,
     /// Where it came from.
     source: Source,
-    /// TTL put on every record when served stale (the policy's `stale_ttl` when built).
-    stale_ttl: u32,
-    /// Lifetime in seconds from `stored_at`.
-    ttl: u32,
-    /// When the stored TTLs were current (the insert, or the build for a one-shot entry).
-    stored_at: Instant,
-    /// `stored_at + ttl`.
-    expires_at: Instant,
-    /// Reads since stored (relaxed; drives SLRU promotion and the hot layer).
+    /// Hits the store has applied from the per-thread hit logs since it was stored (written
+    /// only by the store, under its shard lock; drives SLRU promotion and the hot layer).
     hits: AtomicU32,
-    /// The prefetch signal was given (it is given once per entry).
-    prefetch_claimed: AtomicBool,
 }
 
 /// Building an entry from an upstream response.
@@ -230,20 +234,19 @@ impl Entry {
         })?;
 
         let entry = Entry {
+            stored_at: now,
+            ttl,
+            stale_ttl: policy.stale_ttl,
             rcode: full_rcode,
             flags: header.flags & (Header::AA | Header::AD | Header::TC),
             counts: rebuilt.counts,
             question_len: u16::try_from(name_len + 4).map_err(|_| WireError::NameTooLong)?,
-            records: rebuilt.records,
-            ttls: rebuilt.ttls,
+            records_len: rebuilt.records_len,
+            prefetch_claimed: AtomicBool::new(false),
+            wire: rebuilt.wire,
             kind,
             source,
-            stale_ttl: policy.stale_ttl,
-            ttl,
-            stored_at: now,
-            expires_at: add_secs(now, ttl),
             hits: AtomicU32::new(0),
-            prefetch_claimed: AtomicBool::new(false),
         };
         Ok((entry, cacheable))
     }
@@ -283,7 +286,11 @@ impl Entry {
             | (self.flags & (Header::AA | Header::AD | Header::TC));
         let mut rcode = self.rcode;
         let fits_layout = question.len() == usize::from(self.question_len);
-        let full_len = bare_len + self.records.len();
+        let (records, ttl_offsets) = self
+            .wire
+            .split_at_checked(usize::from(self.records_len))
+            .unwrap_or((&[], &[]));
+        let full_len = bare_len + records.len();
         let records = if !fits_layout {
             rcode = u16::from(rcode::SERVFAIL);
             flags &= !(Header::AA | Header::AD | Header::TC);
@@ -292,7 +299,7 @@ impl Entry {
             flags |= Header::TC;
             None
         } else {
-            Some(&self.records[..])
+            Some(records)
         };
         let [an, ns, ar] = if records.is_some() {
             self.counts
@@ -315,14 +322,18 @@ impl Entry {
             put(out, &mut at, records);
             let elapsed = now.saturating_duration_since(self.stored_at).as_secs();
             let elapsed = u32::try_from(elapsed).unwrap_or(u32::MAX);
-            for slot in self.ttls.iter() {
-                let ttl = if stale {
-                    self.stale_ttl
-                } else {
-                    slot.ttl.saturating_sub(elapsed)
-                };
-                let mut ttl_at = base + usize::from(slot.offset);
-                put(out, &mut ttl_at, &ttl.to_be_bytes());
+            let (offsets, _) = ttl_offsets.as_chunks::<TTL_OFFSET_LEN>();
+            for &offset in offsets {
+                let ttl_at = base + usize::from(u16::from_ne_bytes(offset));
+                // The copied record holds its stored TTL: lower it in place.
+                if let Some(field) = out.get_mut(ttl_at..).and_then(|f| f.first_chunk_mut::<4>()) {
+                    let ttl = if stale {
+                        self.stale_ttl
+                    } else {
+                        u32::from_be_bytes(*field).saturating_sub(elapsed)
+                    };
+                    *field = ttl.to_be_bytes();
+                }
             }
         }
         if let Some(opt) = client.opt {
@@ -364,54 +375,73 @@ impl Entry {
 
     /// When it stops being fresh.
     pub fn expires_at(&self) -> Instant {
-        self.expires_at
+        add_secs(self.stored_at, self.ttl)
     }
 
-    /// How many times it was read from the cache.
+    /// How many times it was read from the cache, as far as the store has applied the hits.
+    ///
+    /// Hits are logged per thread and applied in batches (see [`Cache::flush_hits`]), so this
+    /// lags the reads: up to 63 hits per thread wait in that thread's log and up to 1024 more
+    /// in the store's inbox until a log fills, the inbox fills or a thread flushes; hits may
+    /// also be dropped when the store is busy.
+    ///
+    /// [`Cache::flush_hits`]: super::Cache::flush_hits
     pub fn hits(&self) -> u32 {
         self.hits.load(Ordering::Relaxed)
     }
 
-    /// Hit at least [`HOT_HITS`] times: it gets an extra pass before eviction.
+    /// At least [`HOT_HITS`] applied hits (see [`Entry::hits`]): it gets an extra pass before
+    /// eviction.
     pub fn is_hot(&self) -> bool {
         self.hits() >= HOT_HITS
     }
 
-    /// Bytes it occupies: the struct, the records and the TTL table.
+    /// Bytes it occupies: the struct, the records and the TTL offsets.
     pub fn size_bytes(&self) -> usize {
-        size_of::<Entry>() + self.records.len() + self.ttls.len() * size_of::<TtlSlot>()
+        size_of::<Entry>() + self.wire.len()
     }
 
     /// Restart its life at `now` for `ttl` seconds (done when it is inserted).
     pub(crate) fn restart(&mut self, now: Instant, ttl: u32) {
         self.ttl = ttl;
         self.stored_at = now;
-        self.expires_at = add_secs(now, ttl);
         *self.hits.get_mut() = 0;
         *self.prefetch_claimed.get_mut() = false;
     }
 
+    /// How long it has been stored at `now` (zero if `now` is earlier).
+    pub(crate) fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored_at)
+    }
+
     /// Where it stands at `now`, given how long past expiry it may be served stale.
     pub(crate) fn lifetime(&self, now: Instant, stale_window: u32) -> Lifetime {
-        if now < self.expires_at {
+        self.lifetime_at(self.age(now), stale_window)
+    }
+
+    /// Where it stands at age `age` (see [`Entry::age`]), given the stale window.
+    pub(crate) fn lifetime_at(&self, age: Duration, stale_window: u32) -> Lifetime {
+        let secs = age.as_secs();
+        let ttl = u64::from(self.ttl);
+        // Whole seconds decide: age < ttl s exactly when secs < ttl.
+        if secs < ttl {
             Lifetime::Fresh
-        } else if now < add_secs(self.expires_at, stale_window) {
+        } else if secs < ttl + u64::from(stale_window) {
             Lifetime::Stale
         } else {
             Lifetime::Dead
         }
     }
 
-    /// Count one read.
-    pub(crate) fn record_hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// True exactly once, for the first caller at a fresh instant in the last 10% of the TTL.
-    pub(crate) fn claim_prefetch(&self, now: Instant) -> bool {
-        let remaining = self.expires_at.saturating_duration_since(now);
+    /// True exactly once, for the first caller at a fresh age (see [`Entry::age`]) in the last
+    /// 10% of the TTL.
+    pub(crate) fn claim_prefetch(&self, age: Duration) -> bool {
+        let remaining = Duration::from_secs(u64::from(self.ttl)).saturating_sub(age);
         let in_window = remaining.saturating_mul(10) <= Duration::from_secs(u64::from(self.ttl));
+        // Load first: a failed compare-exchange still takes the line exclusive, and every hit
+        // in the window after the first would do one.
         in_window
+            && !self.prefetch_claimed.load(Ordering::Relaxed)
             && self
                 .prefetch_claimed
                 .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
@@ -425,18 +455,19 @@ impl Weighted for Entry {
         Entry::size_bytes(self)
     }
 
-    /// See [`Entry::hits`].
-    fn hits(&self) -> u32 {
-        Entry::hits(self)
+    /// Record the hit count the store applied (see [`Entry::hits`]).
+    fn set_hits(&self, hits: u32) {
+        self.hits.store(hits, Ordering::Relaxed);
     }
 }
 
 /// The record area of an upstream response rebuilt after its question.
 struct Rebuilt {
-    /// The record bytes, laid out to follow a question of the same length at offset 12.
-    records: Box<[u8]>,
-    /// Every TTL field (offset from the start of `records`) and its TTL.
-    ttls: Box<[TtlSlot]>,
+    /// The record bytes, laid out to follow a question of the same length at offset 12, then
+    /// every TTL field's offset from the start of the records (native-endian `u16`s).
+    wire: Box<[u8]>,
+    /// Length of the record bytes at the start of `wire`.
+    records_len: u16,
     /// Answer, authority and additional counts.
     counts: [u16; 3],
 }
@@ -456,7 +487,7 @@ fn rebuild_records(
         .question(name, qtype, qclass)
         .map_err(EntryError::Rebuild)?;
     let start = writer.position();
-    let mut ttls = Vec::new();
+    let mut ttl_offsets: Vec<u16> = Vec::new();
     let mut counts = [0u16; 3];
     for rec in resp.records() {
         let rec = rec?;
@@ -471,7 +502,7 @@ fn rebuild_records(
             .checked_sub(start)
             .and_then(|o| u16::try_from(o).ok())
             .ok_or(EntryError::Rebuild(WireError::NoSpace))?;
-        ttls.push(TtlSlot { offset, ttl });
+        ttl_offsets.push(offset);
         let count = match rec.section {
             Section::Answer => &mut counts[0],
             Section::Authority => &mut counts[1],
@@ -483,9 +514,16 @@ fn rebuild_records(
     let records = scratch
         .get(start..end)
         .ok_or(EntryError::Rebuild(WireError::NoSpace))?;
+    let records_len =
+        u16::try_from(records.len()).map_err(|_| EntryError::Rebuild(WireError::NoSpace))?;
+    let mut wire = Vec::with_capacity(records.len() + ttl_offsets.len() * TTL_OFFSET_LEN);
+    wire.extend_from_slice(records);
+    for offset in ttl_offsets {
+        wire.extend_from_slice(&offset.to_ne_bytes());
+    }
     Ok(Rebuilt {
-        records: records.into(),
-        ttls: ttls.into_boxed_slice(),
+        wire: wire.into_boxed_slice(),
+        records_len,
         counts,
     })
 }
@@ -924,6 +962,13 @@ mod tests {
         let (_, reply) = replay(&entry, "other.example.com", rtype::A, now, false);
         assert_eq!(reply.header.rcode(), rcode::SERVFAIL);
         assert_eq!(reply.records, Vec::<Decoded>::new());
+    }
+
+    /// The entry is one 64-byte cache line's worth (on 64-bit Linux, where `Instant` is 16 bytes).
+    #[test]
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    fn entry_is_64_bytes() {
+        assert_eq!(size_of::<Entry>(), 64);
     }
 
     /// Responses without a question or with malformed records are errors, not entries.

@@ -6,16 +6,20 @@
 //!   for how long it may be cached ([`CachePolicy`]: TTL clamps, RFC 2308 negative caching,
 //!   SERVFAIL caching); [`Entry::write_response`] replays it for a client without allocating.
 //! - [`Cache`] stores entries in a byte-bounded sharded SLRU store (the eviction rule is in the
-//!   `store` module doc): lookups take one shard read lock and count hits with relaxed atomics.
+//!   `store` module doc). A lookup takes no lock and writes no memory shared with other
+//!   threads: the entry is found in a lock-free map and read in place, the hit is logged in a
+//!   per-thread buffer (applied to the eviction state in batches; [`Cache::flush_hits`] applies
+//!   a thread's pending hits when it goes idle) and counted in per-thread counter slots.
 //!
 //! Life of an entry: fresh until `insert time + ttl`. A fresh hit in the last 10% of the TTL
 //! asks (once per entry) for a prefetch when the policy allows it. Once expired, an entry is kept
 //! for `stale_max` seconds when serve-stale is on (RFC 8767): a lookup that allows stale data
 //! gets it as [`Freshness::Stale`], other lookups miss. Past that window, or at once when
-//! serve-stale is off, the entry is dead: a lookup misses and removes it (if the shard's write
-//! lock is free at that moment; otherwise eviction or the next insert of the key does).
+//! serve-stale is off, the entry is dead: a lookup misses and removes it (if the shard's lock
+//! is free at that moment; otherwise eviction or the next insert of the key does).
 
 mod entry;
+mod hits;
 mod key;
 mod policy;
 mod store;
@@ -24,6 +28,7 @@ mod testutil;
 
 use crate::stats::Counter;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -64,6 +69,9 @@ pub struct CacheStats {
     pub expired: u64,
     /// Expired entries served stale.
     pub stale_served: u64,
+    /// Hit records dropped because the store was busy when they were handed over (they only
+    /// steer eviction; the hits themselves were served and counted).
+    pub hits_dropped: u64,
 }
 
 /// The live counters behind [`CacheStats`] (per-thread slots: a hit writes no shared line).
@@ -83,7 +91,7 @@ struct Counters {
     stale_served: Counter,
 }
 
-/// What a lookup found under the shard lock.
+/// What a lookup found.
 enum Probe<R> {
     /// A fresh entry; the callback's result.
     Fresh(R),
@@ -102,8 +110,16 @@ pub struct Cache {
     store: Store<Entry>,
     /// The policy, replaceable at run time without locking readers.
     policy: ArcSwap<CachePolicy>,
+    /// The two policy values a lookup needs, packed in one word (see [`pack_knobs`]) so a hit
+    /// reads them with one relaxed load instead of loading the policy.
+    knobs: AtomicU64,
     /// Counters.
     counters: Counters,
+}
+
+/// Pack what a lookup needs from `policy`: the stale window (low 32 bits) and prefetch (bit 32).
+fn pack_knobs(policy: &CachePolicy) -> u64 {
+    u64::from(policy.stale_window()) | u64::from(policy.prefetch) << 32
 }
 
 impl Cache {
@@ -111,6 +127,7 @@ impl Cache {
     pub fn new(max_bytes: usize, policy: CachePolicy) -> Cache {
         Cache {
             store: Store::new(max_bytes),
+            knobs: AtomicU64::new(pack_knobs(&policy)),
             policy: ArcSwap::from_pointee(policy),
             counters: Counters::default(),
         }
@@ -118,6 +135,7 @@ impl Cache {
 
     /// Replace the policy; it applies to every later lookup and entry build.
     pub fn set_policy(&self, policy: CachePolicy) {
+        self.knobs.store(pack_knobs(&policy), Ordering::Relaxed);
         self.policy.store(Arc::new(policy));
     }
 
@@ -130,7 +148,12 @@ impl Cache {
     ///
     /// Fresh entry: `f(entry, Fresh { prefetch })`. Expired entry within the stale window:
     /// `f(entry, Stale)` if `allow_stale`, else `None`. Dead entry: `None`, and it is removed.
-    /// Takes only a shard read lock and never allocates on a hit; `f` runs under that lock.
+    ///
+    /// A hit takes no lock, never allocates and writes nothing another thread writes: `f` reads
+    /// the entry in place under an epoch pinned on this thread, the hit goes to this thread's
+    /// hit log (every 64th hit hands the log to the store, with `try_lock` only) and the
+    /// counters are per-thread slots. The one shared write is the once-per-entry prefetch
+    /// claim.
     pub fn lookup<R>(
         &self,
         key: &[u8],
@@ -138,23 +161,21 @@ impl Cache {
         allow_stale: bool,
         f: impl FnOnce(&Entry, Freshness) -> R,
     ) -> Option<R> {
-        let policy = self.policy.load();
-        let stale_window = policy.stale_window();
-        let probe = self
-            .store
-            .get(key, |entry| match entry.lifetime(now, stale_window) {
+        let knobs = self.knobs.load(Ordering::Relaxed);
+        let stale_window = knobs as u32;
+        let prefetch_on = knobs >> 32 != 0;
+        let probe = self.store.get(key, |entry| {
+            let age = entry.age(now);
+            match entry.lifetime_at(age, stale_window) {
                 Lifetime::Fresh => {
-                    entry.record_hit();
-                    let prefetch = policy.prefetch && entry.claim_prefetch(now);
-                    Probe::Fresh(f(entry, Freshness::Fresh { prefetch }))
+                    let prefetch = prefetch_on && entry.claim_prefetch(age);
+                    (Probe::Fresh(f(entry, Freshness::Fresh { prefetch })), true)
                 }
-                Lifetime::Stale if allow_stale => {
-                    entry.record_hit();
-                    Probe::Stale(f(entry, Freshness::Stale))
-                }
-                Lifetime::Stale => Probe::Expired,
-                Lifetime::Dead => Probe::Dead,
-            });
+                Lifetime::Stale if allow_stale => (Probe::Stale(f(entry, Freshness::Stale)), true),
+                Lifetime::Stale => (Probe::Expired, false),
+                Lifetime::Dead => (Probe::Dead, false),
+            }
+        });
         match probe {
             Some(Probe::Fresh(result)) => {
                 self.counters.hits.incr();
@@ -197,6 +218,17 @@ impl Cache {
         self.counters.expired.add(outcome.expired);
     }
 
+    /// Apply the hits this thread has logged, and every hit other threads have handed over,
+    /// to the eviction state now (waiting for the store's locks).
+    ///
+    /// A worker thread should call this when it goes idle (e.g. on its receive timeout): hits
+    /// are otherwise applied only when a thread's log fills (64 hits) and the store's inbox
+    /// fills (1024 hits), so on a quiet node they would never reach the SLRU. Hits logged by
+    /// other threads that are still in their own logs are not touched.
+    pub fn flush_hits(&self) {
+        self.store.flush_hits();
+    }
+
     /// Remove the entry under `key`; true if there was one.
     pub fn remove(&self, key: &[u8]) -> bool {
         self.store.remove(key)
@@ -237,6 +269,7 @@ impl Cache {
             evictions: c.evictions.get(),
             expired: c.expired.get(),
             stale_served: c.stale_served.get(),
+            hits_dropped: self.store.hits_dropped(),
         }
     }
 }
@@ -408,17 +441,30 @@ mod tests {
         );
     }
 
-    /// Entries count their hits and become hot at three.
+    /// Entries count their hits once they are applied (on flush) and become hot at three.
     #[test]
     fn hits_and_hot() {
         let cache = Cache::new(1 << 20, CachePolicy::default());
         let now = Instant::now();
         let k = insert_a(&cache, "example.com", 100, now);
-        for expected in [false, false, true] {
-            let hot = cache.lookup(&k, now, false, |e, _| e.is_hot());
-            assert_eq!(hot, Some(expected));
+        let read = |cache: &Cache| cache.lookup(&k, now, false, |e, _| (e.hits(), e.is_hot()));
+        assert_eq!(read(&cache), Some((0, false)));
+        assert_eq!(
+            read(&cache),
+            Some((0, false)),
+            "hits wait in the thread's log"
+        );
+        cache.flush_hits();
+        for expected in [(2, false), (3, true), (4, true)] {
+            assert_eq!(read(&cache), Some(expected));
+            cache.flush_hits();
         }
-        assert_eq!(cache.lookup(&k, now, false, |e, _| e.hits()), Some(4));
+        // Misses and expired probes are not hits.
+        assert!(probe(&cache, &key("other.example.com"), now, false).is_none());
+        assert!(probe(&cache, &k, now + Duration::from_secs(101), false).is_none());
+        cache.flush_hits();
+        assert_eq!(read(&cache), Some((5, true)));
+        assert_eq!(cache.stats().hits_dropped, 0);
     }
 
     /// A flood of 200k distinct names keeps bytes() under a 1 MiB bound, evicting as it goes.
@@ -452,6 +498,7 @@ mod tests {
         let now = Instant::now();
         let keeper = insert_a(&cache, "keeper.example.com", 300, now);
         assert!(probe(&cache, &keeper, now, false).is_some());
+        cache.flush_hits();
         let bytes = a_response("example.com", 300);
         let msg = Message::parse(&bytes).expect("parses");
         let policy = cache.policy();
@@ -466,7 +513,8 @@ mod tests {
         );
     }
 
-    /// Concurrency smoke test: 4 threads read while 1 inserts; no panic, counters add up, bound holds.
+    /// Concurrency smoke test: 4 threads read while 1 inserts; no panic, counters add up, the
+    /// bound holds throughout and the byte accounting returns to zero when cleared.
     #[test]
     fn concurrent_readers_one_writer() {
         let cache = Arc::new(Cache::new(512 * 1024, CachePolicy::default()));
@@ -492,6 +540,7 @@ mod tests {
                             lookups += 1;
                         }
                     }
+                    cache.flush_hits();
                     lookups
                 })
             })
@@ -508,6 +557,7 @@ mod tests {
                         Entry::from_response(&msg, &policy, now, Source::Upstream).expect("entry");
                     cache.insert(k, e, 300, now);
                 }
+                assert!(cache.bytes() <= cache.max_bytes());
             }
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -518,5 +568,7 @@ mod tests {
         let stats = cache.stats();
         assert_eq!(stats.hits + stats.misses + stats.stale_served, lookups);
         assert!(cache.bytes() <= cache.max_bytes());
+        cache.clear();
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
     }
 }

@@ -1,18 +1,33 @@
 //! Sharded, byte-bounded SLRU store with a hot layer: the memory manager under the answer cache.
 //!
-//! Keys are byte strings; values are anything [`Weighted`]. The store is split into a power of
-//! two number of shards chosen by a keyed hash of the key; each shard is a `RwLock` around a
-//! hash map (key to slab index), a dense slab of slots and two intrusive LRU lists, and owns an
-//! equal share of the byte budget. A slot is charged `key length + value size +`
-//! [`ENTRY_OVERHEAD`] bytes.
+//! Keys are byte strings; values are anything [`Weighted`]. The store has two halves:
+//!
+//! - the *read side*, one lock-free map (`papaya`) from key to node (the value behind an `Arc`
+//!   and the value's *ticket*, which names its slot); and
+//! - the *write side*: a power of two number of shards chosen by a keyed hash of the key, each
+//!   a `Mutex` around a slab of slots (key, value, list links, eviction state) with two
+//!   intrusive LRU lists, owning an equal share of the byte budget. A slot is charged
+//!   `key length + value size +` [`ENTRY_OVERHEAD`] bytes.
+//!
+//! Every change of the map for a key happens under the lock of that key's shard, so the map
+//! and the slabs agree whenever a shard lock is free.
 //!
 //! # Reads
-//! [`Store::get`] takes only the shard's read lock. It does no bookkeeping itself: the value
-//! counts its own hits with a relaxed atomic ([`Weighted::hits`]), and the write path compares
-//! that counter with the slot's `mark` (the hit count when the slot last moved) to learn whether
-//! the slot was referenced since.
+//! [`Store::get`] pins the map's epoch (a store to this thread's own reservation slot, nothing
+//! shared), finds the node and reads the value in place: no lock, no reference count, no
+//! allocation. A read that counts as a hit appends the node's ticket to the calling thread's
+//! hit log (module `hits`). A full log (64 tickets) is handed to the store: `try_lock` on
+//! the store's inbox, the tickets are copied in (if the inbox is busy they are dropped and
+//! counted in [`Store::hits_dropped`]), and when the inbox holds 1024 tickets the thread that
+//! filled it applies them: sorted by shard, then per shard under `try_lock` (a busy shard's
+//! tickets are dropped and counted too) each live slot's hit count grows by its tickets.
+//! Tickets carry the slot's generation, so a hit on a slot freed and reused since is ignored.
+//! [`Store::flush_hits`] delivers the calling thread's log and applies the inbox at once,
+//! waiting for the locks: a worker calls it when it goes idle. Hit counts therefore lag the
+//! reads by up to 63 hits per thread plus the inbox, and may lose hits under contention; they
+//! only steer eviction.
 //!
-//! # Eviction rule (run by [`Store::insert`] under the shard's write lock)
+//! # Eviction rule (run by [`Store::insert`] under the shard's lock)
 //! New slots enter the MRU end of the *probation* list. The *protected* list may hold at most
 //! 80% of the shard budget; probation takes the rest. While the shard is over budget, the LRU
 //! tail of probation is examined (if probation is empty, the protected tail is demoted first):
@@ -22,42 +37,57 @@
 //!    chance is restored); while protected is over its 80%, its LRU tail is examined: if hit
 //!    since its mark it goes back to the protected MRU end (mark := hits), else it is demoted
 //!    to the probation MRU end (mark := hits);
-//! 3. otherwise, a *hot* slot (at least [`HOT_HITS`] hits in its life) that has not used its hot
-//!    chance since it was last promoted uses it: it goes back to the probation MRU end, once;
+//! 3. otherwise, a *hot* slot (at least [`HOT_HITS`] applied hits in its life) that has not
+//!    used its hot chance since it was last promoted uses it: it goes back to the probation MRU
+//!    end, once;
 //! 4. otherwise the slot is evicted.
 //!
-//! Every move consumes a reference (hits > mark) or the hot chance, and hits cannot change while
-//! the write lock is held, so the loop ends. A value larger than a quarter of a shard budget is
+//! Every move consumes a reference (hits > mark) or the hot chance, and hits are only applied
+//! under the shard lock, so the loop ends. A value larger than a quarter of a shard budget is
 //! not stored (it would flush the shard). The shared byte and length counters are updated once
 //! per write with the net change, so [`Store::bytes`] never exceeds the bound.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
-/// Lifetime hits at which a slot is hot and earns one extra pass through probation.
+use super::hits;
+use crate::stats::Counter;
+
+/// Applied hits at which a slot is hot and earns one extra pass through probation.
 pub const HOT_HITS: u32 = 3;
-/// Bytes charged per slot on top of key and value: map bucket, slab slot and key header.
-pub const ENTRY_OVERHEAD: usize = 96;
+/// Bytes charged per slot on top of key and value: the map's table slot and boxed entry, the
+/// slab slot, and the headers of the shared key and value.
+pub const ENTRY_OVERHEAD: usize = 160;
 /// Smallest shard budget worth splitting the store for.
 const MIN_SHARD_BYTES: usize = 128 * 1024;
-/// Most shards a store is split into.
+/// Most shards a store is split into (tickets have 6 bits for the shard).
 const MAX_SHARDS: usize = 64;
 /// Share of a shard's budget the protected list may hold, in percent.
 const PROTECTED_PERCENT: usize = 80;
 /// A value is stored only if its charge is at most the shard budget divided by this.
 const MAX_ENTRY_FRACTION: usize = 4;
-/// The "no slot" index in the intrusive lists.
+/// The "no slot" index in the intrusive lists and the free list.
 const NIL: u32 = u32::MAX;
+/// Tickets the inbox collects before they are applied (a multiple of the thread log length).
+const INBOX_LEN: usize = 16 * hits::LOG_LEN;
+/// Bit position of the shard in a ticket (the top bits, so sorting groups tickets by shard).
+const TICKET_SHARD_SHIFT: u32 = 58;
+/// Bit position of the slot generation in a ticket.
+const TICKET_GENERATION_SHIFT: u32 = 32;
+/// The generation bits a ticket keeps.
+const TICKET_GENERATION_MASK: u32 = (1 << (TICKET_SHARD_SHIFT - TICKET_GENERATION_SHIFT)) - 1;
+
+/// The source of store ids (they tell apart the stores a thread logs hits for).
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What the store needs to know about a value.
 pub trait Weighted: Send + Sync {
     /// Heap and inline bytes the value occupies.
     fn size_bytes(&self) -> usize;
-    /// How many times the value was read (a relaxed counter the reader bumps).
-    fn hits(&self) -> u32;
+    /// Told the value's applied hit count whenever the store changes it (for reporting).
+    fn set_hits(&self, hits: u32);
 }
 
 /// What one insert did.
@@ -82,21 +112,45 @@ enum Segment {
     Protected,
 }
 
-/// One stored value with its list links and eviction state.
-struct Slot<V> {
+/// What the map holds for a key: the value and the ticket hits are logged under.
+struct Node<V> {
+    /// Shard, slot generation and slot index of the value (see [`ticket`]).
+    ticket: u64,
+    /// The value, shared with its slot.
+    value: Arc<V>,
+}
+
+/// The lock-free map of the read side.
+type Map<V> = papaya::HashMap<Arc<[u8]>, Node<V>, RandomState>;
+/// The map with an epoch pinned on the calling thread.
+type Pinned<'m, V> =
+    papaya::HashMapRef<'m, Arc<[u8]>, Node<V>, RandomState, papaya::LocalGuard<'m>>;
+
+/// The key and value a slot holds while it is live.
+struct Occupant<V> {
     /// The key, shared with the map so eviction can remove the map entry.
     key: Arc<[u8]>,
-    /// The stored value.
-    value: V,
+    /// The value, shared with the map's node.
+    value: Arc<V>,
+}
+
+/// One slab slot with its list links and eviction state.
+struct Slot<V> {
+    /// The stored key and value; `None` while the slot is on the free list.
+    occupant: Option<Occupant<V>>,
+    /// Bumped each time the slot is freed, so stale tickets do not count for a new occupant.
+    generation: u32,
     /// Bytes charged to the shard for this slot.
     charge: usize,
     /// Previous slot (towards the MRU head) in its list, or `NIL`.
     prev: u32,
-    /// Next slot (towards the LRU tail) in its list, or `NIL`.
+    /// Next slot (towards the LRU tail) in its list, or the next free slot, or `NIL`.
     next: u32,
     /// The list the slot is on.
     segment: Segment,
-    /// `value.hits()` when the slot was inserted or last moved: more hits mean "referenced".
+    /// Hits applied from the hit logs since the value was stored.
+    hits: u32,
+    /// `hits` when the slot was inserted or last moved: more hits mean "referenced".
     mark: u32,
     /// The hot slot already had its extra pass through probation since it was last promoted.
     hot_chance_used: bool,
@@ -122,12 +176,14 @@ impl List {
     };
 }
 
-/// The state of one shard, behind its lock.
+/// The write-side state of one shard, behind its lock.
 struct ShardInner<V> {
-    /// Key to slab index.
-    map: HashMap<Arc<[u8]>, u32>,
-    /// Dense slab: removal swaps the last slot into the hole.
+    /// The slab; indices are stable while a slot is live (freed slots are reused).
     slots: Vec<Slot<V>>,
+    /// First free slot, or `NIL`.
+    free: u32,
+    /// Live slots.
+    live: usize,
     /// New and demoted slots.
     probation: List,
     /// Slots that were hit on probation.
@@ -138,12 +194,31 @@ struct ShardInner<V> {
     budget: usize,
 }
 
+/// One shard of the write side.
+struct Shard<V>(Mutex<ShardInner<V>>);
+
+/// Tickets handed over by threads whose hit logs filled, waiting to be applied.
+struct Inbox {
+    /// Room for [`INBOX_LEN`] tickets, allocated once.
+    tickets: Box<[u64]>,
+    /// How many are filled.
+    len: usize,
+}
+
 /// The sharded store.
 pub struct Store<V> {
-    /// The shards, a power of two in number.
-    shards: Box<[RwLock<ShardInner<V>>]>,
+    /// Key to node: the read side.
+    map: Map<V>,
+    /// The write side, a power of two shards.
+    shards: Box<[Shard<V>]>,
     /// Keyed hash choosing the shard (keyed so remote names cannot target one shard).
     hasher: RandomState,
+    /// Delivered hit tickets not applied yet.
+    inbox: Mutex<Inbox>,
+    /// Process-unique id that thread hit logs are tagged with.
+    id: u64,
+    /// Hit tickets dropped because the inbox or a shard was busy.
+    hits_dropped: Counter,
     /// The byte bound over all shards.
     max_bytes: usize,
     /// Bytes charged over all shards (updated with each write's net change).
@@ -160,47 +235,104 @@ impl<V> fmt::Debug for Store<V> {
             .field("max_bytes", &self.max_bytes)
             .field("bytes", &self.bytes.load(Ordering::Relaxed))
             .field("len", &self.len.load(Ordering::Relaxed))
+            .field("hits_dropped", &self.hits_dropped)
             .finish()
     }
 }
 
-impl<V: Weighted> Store<V> {
+/// The ticket of slot `index` of shard `shard` at `generation`: shard in the top 6 bits, the
+/// low 26 bits of the generation, the index in the low 32 bits.
+fn ticket(shard: usize, generation: u32, index: u32) -> u64 {
+    (shard as u64) << TICKET_SHARD_SHIFT
+        | u64::from(generation & TICKET_GENERATION_MASK) << TICKET_GENERATION_SHIFT
+        | u64::from(index)
+}
+
+/// The shard a ticket names.
+fn ticket_shard(ticket: u64) -> usize {
+    (ticket >> TICKET_SHARD_SHIFT) as usize
+}
+
+/// Lock `mutex`, waiting if `wait`, else only if it is free (a panic elsewhere does not make
+/// the data unusable).
+fn lock<T>(mutex: &Mutex<T>, wait: bool) -> Option<MutexGuard<'_, T>> {
+    if wait {
+        return Some(mutex.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+impl<V: Weighted + 'static> Store<V> {
     /// A store bounded by `max_bytes`, split into up to 64 shards of at least 128 KiB.
     pub fn new(max_bytes: usize) -> Self {
         Self::with_shards(max_bytes, (max_bytes / MIN_SHARD_BYTES).min(MAX_SHARDS))
     }
 
     /// A store bounded by `max_bytes` split into `shards` shards (rounded up to a power of two,
-    /// at least one).
+    /// at least one, at most 64).
     pub fn with_shards(max_bytes: usize, shards: usize) -> Self {
         let count = shards.clamp(1, MAX_SHARDS).next_power_of_two();
         let budget = max_bytes / count;
         let shards = (0..count)
             .map(|_| {
-                RwLock::new(ShardInner {
-                    map: HashMap::new(),
+                Shard(Mutex::new(ShardInner {
                     slots: Vec::new(),
+                    free: NIL,
+                    live: 0,
                     probation: List::EMPTY,
                     protected: List::EMPTY,
                     bytes: 0,
                     budget,
-                })
+                }))
             })
             .collect();
         Store {
+            map: papaya::HashMap::builder()
+                .hasher(RandomState::new())
+                .build(),
             shards,
             hasher: RandomState::new(),
+            inbox: Mutex::new(Inbox {
+                tickets: vec![0; INBOX_LEN].into_boxed_slice(),
+                len: 0,
+            }),
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            hits_dropped: Counter::new(),
             max_bytes,
             bytes: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
         }
     }
 
-    /// Call `f` on the value stored under `key`, under the shard's read lock only.
-    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(&V) -> R) -> Option<R> {
-        let shard = self.read(key);
-        let &index = shard.map.get(key)?;
-        shard.slots.get(index as usize).map(|slot| f(&slot.value))
+    /// Call `f` on the value stored under `key`, in place and without locking; `f` returns its
+    /// result and whether the read counts as a hit (logged on this thread, see the module doc).
+    #[inline]
+    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(&V) -> (R, bool)) -> Option<R> {
+        let guard = self.map.guard();
+        let node = self.map.get(key, &guard)?;
+        let (result, hit) = f(&node.value);
+        if hit {
+            hits::record(self.id, node.ticket, |batch| self.deliver(batch, false));
+        }
+        Some(result)
+    }
+
+    /// Deliver the calling thread's logged hits and apply every delivered hit now, waiting for
+    /// the locks. Call it when a thread goes idle, so hits on a quiet store still count.
+    pub fn flush_hits(&self) {
+        hits::take(self.id, |batch| self.deliver(batch, true));
+        if let Some(mut inbox) = lock(&self.inbox, true) {
+            self.apply(&mut inbox, true);
+        }
+    }
+
+    /// Hit tickets dropped so far because the inbox or a shard was busy.
+    pub fn hits_dropped(&self) -> u64 {
+        self.hits_dropped.get()
     }
 
     /// Store `value` under `key`, replacing any value there, then evict until the shard is back
@@ -208,65 +340,67 @@ impl<V: Weighted> Store<V> {
     /// A value too large for a shard is not stored, and the previous value is still removed.
     pub fn insert(&self, key: &[u8], value: V, mut dead: impl FnMut(&V) -> bool) -> InsertOutcome {
         let charge = key.len() + value.size_bytes() + ENTRY_OVERHEAD;
-        let mut shard = self.write(key);
-        let (bytes_before, len_before) = (shard.bytes, shard.slots.len());
+        let shard_index = self.shard_index(key);
+        let mut shard = self.lock_shard(shard_index);
+        let map = self.map.pin();
+        let (bytes_before, live_before) = (shard.bytes, shard.live);
         let mut outcome = InsertOutcome {
-            replaced: shard.remove_key(key).is_some(),
+            replaced: shard.remove_key(&map, key),
             ..InsertOutcome::default()
         };
         if charge <= shard.budget / MAX_ENTRY_FRACTION {
-            shard.push(key, value, charge);
+            shard.push(&map, shard_index, key, value, charge);
             outcome.stored = true;
-            shard.evict_to_budget(&mut dead, &mut outcome);
+            shard.evict_to_budget(&map, &mut dead, &mut outcome);
         }
-        self.account(bytes_before, len_before, shard.bytes, shard.slots.len());
+        self.account(bytes_before, live_before, shard.bytes, shard.live);
         outcome
     }
 
     /// Remove the value stored under `key`; true if there was one.
     pub fn remove(&self, key: &[u8]) -> bool {
-        let mut shard = self.write(key);
-        let (bytes_before, len_before) = (shard.bytes, shard.slots.len());
-        let removed = shard.remove_key(key).is_some();
-        self.account(bytes_before, len_before, shard.bytes, shard.slots.len());
+        let mut shard = self.lock_shard(self.shard_index(key));
+        let map = self.map.pin();
+        let (bytes_before, live_before) = (shard.bytes, shard.live);
+        let removed = shard.remove_key(&map, key);
+        self.account(bytes_before, live_before, shard.bytes, shard.live);
         removed
     }
 
-    /// Remove the value under `key` if `pred` accepts it, but only if the shard's write lock is
-    /// free right now (never waits). True if a value was removed.
+    /// Remove the value under `key` if `pred` accepts it, but only if the shard's lock is free
+    /// right now (never waits). True if a value was removed.
     pub fn try_remove_if(&self, key: &[u8], pred: impl FnOnce(&V) -> bool) -> bool {
-        let mut shard = match self.shard(key).try_write() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return false,
-        };
-        let Some(&index) = shard.map.get(key) else {
+        let Some(shard) = self.shards.get(self.shard_index(key)) else {
             return false;
         };
-        if !shard
-            .slots
-            .get(index as usize)
-            .is_some_and(|slot| pred(&slot.value))
-        {
+        let Some(mut shard) = lock(&shard.0, false) else {
+            return false;
+        };
+        let map = self.map.pin();
+        let Some(node) = map.get(key) else {
+            return false;
+        };
+        if !pred(&node.value) {
             return false;
         }
-        let (bytes_before, len_before) = (shard.bytes, shard.slots.len());
-        shard.remove_index(index);
-        self.account(bytes_before, len_before, shard.bytes, shard.slots.len());
+        let (bytes_before, live_before) = (shard.bytes, shard.live);
+        shard.remove_index(&map, node.ticket as u32);
+        self.account(bytes_before, live_before, shard.bytes, shard.live);
         true
     }
 
     /// Remove every value.
     pub fn clear(&self) {
-        for lock in self.shards.iter() {
-            let mut shard = lock.write().unwrap_or_else(PoisonError::into_inner);
-            let (bytes_before, len_before) = (shard.bytes, shard.slots.len());
-            shard.map.clear();
-            shard.slots.clear();
-            shard.probation = List::EMPTY;
-            shard.protected = List::EMPTY;
-            shard.bytes = 0;
-            self.account(bytes_before, len_before, 0, 0);
+        let map = self.map.pin();
+        for index in 0..self.shards.len() {
+            let mut shard = self.lock_shard(index);
+            let (bytes_before, live_before) = (shard.bytes, shard.live);
+            for slot in 0..shard.slots.len() as u32 {
+                if shard.slots[slot as usize].occupant.is_some() {
+                    shard.remove_index(&map, slot);
+                }
+            }
+            self.account(bytes_before, live_before, shard.bytes, shard.live);
         }
     }
 
@@ -290,26 +424,65 @@ impl<V: Weighted> Store<V> {
         self.max_bytes
     }
 
-    /// The shard that owns `key`.
-    fn shard(&self, key: &[u8]) -> &RwLock<ShardInner<V>> {
+    /// The index of the shard that owns `key`.
+    fn shard_index(&self, key: &[u8]) -> usize {
         let hash = self.hasher.hash_one(key);
         // The shard count is a power of two; the high bits are independent of the map's hash.
-        let index = (hash >> 32) as usize & (self.shards.len() - 1);
-        &self.shards[index]
+        (hash >> 32) as usize & (self.shards.len() - 1)
     }
 
-    /// Read-lock the shard that owns `key` (a panic elsewhere does not make the data unusable).
-    fn read(&self, key: &[u8]) -> RwLockReadGuard<'_, ShardInner<V>> {
-        self.shard(key)
-            .read()
+    /// Lock shard `index`, waiting for it.
+    fn lock_shard(&self, index: usize) -> MutexGuard<'_, ShardInner<V>> {
+        self.shards[index]
+            .0
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Write-lock the shard that owns `key`.
-    fn write(&self, key: &[u8]) -> RwLockWriteGuard<'_, ShardInner<V>> {
-        self.shard(key)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Take a full (or flushed) hit log: copy it into the inbox, applying the inbox first if
+    /// it has no room and after if it is full. Without `wait`, a busy inbox drops the batch.
+    fn deliver(&self, batch: &mut [u64], wait: bool) {
+        let Some(mut inbox) = lock(&self.inbox, wait) else {
+            self.hits_dropped.add(batch.len() as u64);
+            return;
+        };
+        if inbox.len + batch.len() > inbox.tickets.len() {
+            self.apply(&mut inbox, wait);
+        }
+        let start = inbox.len;
+        match inbox.tickets.get_mut(start..start + batch.len()) {
+            Some(room) => {
+                room.copy_from_slice(batch);
+                inbox.len += batch.len();
+            }
+            None => self.hits_dropped.add(batch.len() as u64),
+        }
+        if inbox.len == inbox.tickets.len() {
+            self.apply(&mut inbox, wait);
+        }
+    }
+
+    /// Apply and empty the inbox: sort the tickets so each shard's are together, then apply
+    /// them shard by shard (a shard whose lock is busy, without `wait`, loses its tickets).
+    fn apply(&self, inbox: &mut Inbox, wait: bool) {
+        let len = std::mem::take(&mut inbox.len);
+        let Some(pending) = inbox.tickets.get_mut(..len) else {
+            return;
+        };
+        pending.sort_unstable();
+        for run in pending.chunk_by(|a, b| ticket_shard(*a) == ticket_shard(*b)) {
+            let Some(&first) = run.first() else {
+                continue;
+            };
+            let shard = self
+                .shards
+                .get(ticket_shard(first))
+                .and_then(|shard| lock(&shard.0, wait));
+            match shard {
+                Some(mut shard) => shard.apply_hits(run),
+                None => self.hits_dropped.add(run.len() as u64),
+            }
+        }
     }
 
     /// Apply one shard's net change to the shared counters (adds before subtracting, so a
@@ -317,9 +490,9 @@ impl<V: Weighted> Store<V> {
     fn account(
         &self,
         bytes_before: usize,
-        len_before: usize,
+        live_before: usize,
         bytes_after: usize,
-        len_after: usize,
+        live_after: usize,
     ) {
         if bytes_after >= bytes_before {
             self.bytes
@@ -328,17 +501,17 @@ impl<V: Weighted> Store<V> {
             self.bytes
                 .fetch_sub(bytes_before - bytes_after, Ordering::Relaxed);
         }
-        if len_after >= len_before {
+        if live_after >= live_before {
             self.len
-                .fetch_add(len_after - len_before, Ordering::Relaxed);
+                .fetch_add(live_after - live_before, Ordering::Relaxed);
         } else {
             self.len
-                .fetch_sub(len_before - len_after, Ordering::Relaxed);
+                .fetch_sub(live_before - live_after, Ordering::Relaxed);
         }
     }
 }
 
-impl<V: Weighted> ShardInner<V> {
+impl<V: Weighted + 'static> ShardInner<V> {
     /// Byte cap of the protected list.
     fn protected_budget(&self) -> usize {
         self.budget / 100 * PROTECTED_PERCENT
@@ -352,60 +525,93 @@ impl<V: Weighted> ShardInner<V> {
         }
     }
 
-    /// Add a new slot at the probation MRU end.
-    fn push(&mut self, key: &[u8], value: V, charge: usize) {
-        let key: Arc<[u8]> = Arc::from(key);
-        let index = u32::try_from(self.slots.len()).unwrap_or(NIL);
-        let mark = value.hits();
-        self.slots.push(Slot {
-            key: Arc::clone(&key),
-            value,
-            charge,
-            prev: NIL,
-            next: NIL,
-            segment: Segment::Probation,
-            mark,
-            hot_chance_used: false,
-        });
-        self.map.insert(key, index);
-        self.bytes += charge;
-        self.link_head(index, Segment::Probation);
-    }
-
-    /// Remove the slot stored under `key`, returning its value.
-    fn remove_key(&mut self, key: &[u8]) -> Option<V> {
-        let &index = self.map.get(key)?;
-        Some(self.remove_index(index))
-    }
-
-    /// Remove slot `index` from its list, the map and the slab; the last slot fills the hole.
-    fn remove_index(&mut self, index: u32) -> V {
-        self.unlink(index);
-        let slot = self.slots.swap_remove(index as usize);
-        self.map.remove(&slot.key);
-        self.bytes -= slot.charge;
-        // The former last slot now lives at `index`: repoint everything that referred to it.
-        let moved_from = self.slots.len() as u32;
-        if index != moved_from {
-            let (prev, next, segment) = {
-                let moved = &self.slots[index as usize];
-                (moved.prev, moved.next, moved.segment)
+    /// Add `hits` tickets (sorted, all of this shard) to the slots they name, skipping slots
+    /// freed since the ticket was logged.
+    fn apply_hits(&mut self, tickets: &[u64]) {
+        for same in tickets.chunk_by(|a, b| a == b) {
+            let Some(&ticket) = same.first() else {
+                continue;
             };
-            if prev == NIL {
-                self.list(segment).head = index;
-            } else {
-                self.slots[prev as usize].next = index;
+            let generation = (ticket >> TICKET_GENERATION_SHIFT) as u32 & TICKET_GENERATION_MASK;
+            let Some(slot) = self.slots.get_mut(ticket as u32 as usize) else {
+                continue;
+            };
+            if slot.generation & TICKET_GENERATION_MASK != generation {
+                continue;
             }
-            if next == NIL {
-                self.list(segment).tail = index;
-            } else {
-                self.slots[next as usize].prev = index;
-            }
-            if let Some(entry) = self.map.get_mut(&self.slots[index as usize].key) {
-                *entry = index;
+            if let Some(occupant) = &slot.occupant {
+                let added = u32::try_from(same.len()).unwrap_or(u32::MAX);
+                slot.hits = slot.hits.saturating_add(added);
+                occupant.value.set_hits(slot.hits);
             }
         }
-        slot.value
+    }
+
+    /// Add a new slot at the probation MRU end and publish it in the map.
+    fn push(&mut self, map: &Pinned<'_, V>, shard: usize, key: &[u8], value: V, charge: usize) {
+        let key: Arc<[u8]> = Arc::from(key);
+        let value = Arc::new(value);
+        value.set_hits(0);
+        let occupant = Occupant {
+            key: Arc::clone(&key),
+            value: Arc::clone(&value),
+        };
+        let index = if self.free == NIL {
+            let index = u32::try_from(self.slots.len()).unwrap_or(NIL);
+            self.slots.push(Slot {
+                occupant: None,
+                generation: 0,
+                charge: 0,
+                prev: NIL,
+                next: NIL,
+                segment: Segment::Probation,
+                hits: 0,
+                mark: 0,
+                hot_chance_used: false,
+            });
+            index
+        } else {
+            let index = self.free;
+            self.free = self.slots[index as usize].next;
+            index
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.occupant = Some(occupant);
+        slot.charge = charge;
+        slot.hits = 0;
+        slot.mark = 0;
+        slot.hot_chance_used = false;
+        let ticket = ticket(shard, slot.generation, index);
+        self.live += 1;
+        self.bytes += charge;
+        self.link_head(index, Segment::Probation);
+        map.insert(key, Node { ticket, value });
+    }
+
+    /// Remove the slot stored under `key`; true if there was one.
+    fn remove_key(&mut self, map: &Pinned<'_, V>, key: &[u8]) -> bool {
+        let Some(node) = map.get(key) else {
+            return false;
+        };
+        self.remove_index(map, node.ticket as u32);
+        true
+    }
+
+    /// Remove slot `index` from its list and the map, and put it on the free list.
+    fn remove_index(&mut self, map: &Pinned<'_, V>, index: u32) {
+        self.unlink(index);
+        let free = self.free;
+        let slot = &mut self.slots[index as usize];
+        let occupant = slot.occupant.take();
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.next = free;
+        let charge = std::mem::take(&mut slot.charge);
+        self.free = index;
+        self.live -= 1;
+        self.bytes -= charge;
+        if let Some(occupant) = occupant {
+            map.remove(&occupant.key[..]);
+        }
     }
 
     /// Put slot `index` (currently unlinked) at the MRU end of `segment`.
@@ -453,12 +659,17 @@ impl<V: Weighted> ShardInner<V> {
     fn move_to_head(&mut self, index: u32, segment: Segment) {
         self.unlink(index);
         let slot = &mut self.slots[index as usize];
-        slot.mark = slot.value.hits();
+        slot.mark = slot.hits;
         self.link_head(index, segment);
     }
 
     /// Run the eviction rule of the module doc until the shard fits its budget.
-    fn evict_to_budget(&mut self, dead: &mut impl FnMut(&V) -> bool, outcome: &mut InsertOutcome) {
+    fn evict_to_budget(
+        &mut self,
+        map: &Pinned<'_, V>,
+        dead: &mut impl FnMut(&V) -> bool,
+        outcome: &mut InsertOutcome,
+    ) {
         while self.bytes > self.budget {
             let mut victim = self.probation.tail;
             if victim == NIL {
@@ -469,19 +680,22 @@ impl<V: Weighted> ShardInner<V> {
                 self.move_to_head(victim, Segment::Probation);
             }
             let slot = &self.slots[victim as usize];
-            let hits = slot.value.hits();
-            if dead(&slot.value) {
-                self.remove_index(victim);
+            let is_dead = slot
+                .occupant
+                .as_ref()
+                .is_some_and(|occupant| dead(&occupant.value));
+            if is_dead {
+                self.remove_index(map, victim);
                 outcome.expired += 1;
-            } else if hits > slot.mark {
+            } else if slot.hits > slot.mark {
                 self.slots[victim as usize].hot_chance_used = false;
                 self.move_to_head(victim, Segment::Protected);
                 self.rebalance_protected();
-            } else if hits >= HOT_HITS && !slot.hot_chance_used {
+            } else if slot.hits >= HOT_HITS && !slot.hot_chance_used {
                 self.slots[victim as usize].hot_chance_used = true;
                 self.move_to_head(victim, Segment::Probation);
             } else {
-                self.remove_index(victim);
+                self.remove_index(map, victim);
                 outcome.evicted += 1;
             }
         }
@@ -496,7 +710,7 @@ impl<V: Weighted> ShardInner<V> {
                 return;
             }
             let slot = &self.slots[tail as usize];
-            if slot.value.hits() > slot.mark {
+            if slot.hits > slot.mark {
                 self.move_to_head(tail, Segment::Protected);
             } else {
                 self.move_to_head(tail, Segment::Probation);
@@ -511,12 +725,12 @@ mod tests {
     use rand::Rng;
     use std::sync::atomic::AtomicU32;
 
-    /// A value with a settable size and hit counter.
+    /// A value with a settable size that remembers the hit count the store reports.
     #[derive(Debug)]
     struct Val {
         /// Reported size.
         size: usize,
-        /// Hit counter, bumped by `hit`.
+        /// Applied hits, as told by the store.
         hits: AtomicU32,
     }
 
@@ -534,8 +748,8 @@ mod tests {
         fn size_bytes(&self) -> usize {
             self.size
         }
-        fn hits(&self) -> u32 {
-            self.hits.load(Ordering::Relaxed)
+        fn set_hits(&self, hits: u32) {
+            self.hits.store(hits, Ordering::Relaxed);
         }
     }
 
@@ -544,26 +758,48 @@ mod tests {
         false
     }
 
-    /// Read `key`, counting a hit like the cache does; true if present.
-    fn hit(store: &Store<Val>, key: &[u8]) -> bool {
-        store
-            .get(key, |v| {
-                v.hits.fetch_add(1, Ordering::Relaxed);
-            })
-            .is_some()
+    /// Read `key` as a hit without applying it; true if present.
+    fn read(store: &Store<Val>, key: &[u8]) -> bool {
+        store.get(key, |_| ((), true)).is_some()
     }
 
-    /// Check the shard invariants: list links, byte totals, map indices.
+    /// Read `key` as a hit and apply it at once (flush); true if present.
+    fn hit(store: &Store<Val>, key: &[u8]) -> bool {
+        let found = read(store, key);
+        store.flush_hits();
+        found
+    }
+
+    /// Check the shard invariants: list links, byte totals, free list, map nodes and tickets.
     fn check(store: &Store<Val>) {
+        let map = store.map.pin();
         let mut total = 0;
         let mut count = 0;
-        for lock in store.shards.iter() {
-            let shard = lock.read().unwrap_or_else(PoisonError::into_inner);
+        for (shard_index, shard) in store.shards.iter().enumerate() {
+            let shard = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
             assert!(shard.bytes <= shard.budget);
-            assert_eq!(shard.map.len(), shard.slots.len());
-            for (key, &index) in &shard.map {
-                assert_eq!(&shard.slots[index as usize].key, key);
+            let mut live = 0;
+            for (index, slot) in shard.slots.iter().enumerate() {
+                let Some(occupant) = &slot.occupant else {
+                    continue;
+                };
+                live += 1;
+                let node = map.get(&occupant.key[..]).expect("live slot is in the map");
+                assert_eq!(
+                    node.ticket,
+                    ticket(shard_index, slot.generation, index as u32)
+                );
+                assert!(Arc::ptr_eq(&node.value, &occupant.value));
+                assert_eq!(store.shard_index(&occupant.key), shard_index);
             }
+            assert_eq!(live, shard.live);
+            let (mut free, mut at) = (0, shard.free);
+            while at != NIL {
+                assert!(shard.slots[at as usize].occupant.is_none());
+                free += 1;
+                at = shard.slots[at as usize].next;
+            }
+            assert_eq!(free + live, shard.slots.len());
             let mut seen = 0;
             for (list, segment) in [
                 (shard.probation, Segment::Probation),
@@ -572,6 +808,7 @@ mod tests {
                 let (mut at, mut prev, mut bytes) = (list.head, NIL, 0);
                 while at != NIL {
                     let slot = &shard.slots[at as usize];
+                    assert!(slot.occupant.is_some());
                     assert_eq!(slot.segment, segment);
                     assert_eq!(slot.prev, prev);
                     bytes += slot.charge;
@@ -582,22 +819,30 @@ mod tests {
                 assert_eq!(list.tail, prev);
                 assert_eq!(list.bytes, bytes);
             }
-            assert_eq!(seen, shard.slots.len());
+            assert_eq!(seen, live);
             assert_eq!(shard.probation.bytes + shard.protected.bytes, shard.bytes);
             total += shard.bytes;
-            count += shard.slots.len();
+            count += live;
         }
+        assert_eq!(map.len(), count);
         assert_eq!(store.bytes(), total);
         assert_eq!(store.len(), count);
     }
 
     /// The segment `key` is in, if stored.
     fn segment_of(store: &Store<Val>, key: &[u8]) -> Option<Segment> {
-        let shard = store.read(key);
-        shard.map.get(key).map(|&i| shard.slots[i as usize].segment)
+        let shard = store.lock_shard(store.shard_index(key));
+        let map = store.map.pin();
+        let node = map.get(key)?;
+        Some(shard.slots[node.ticket as u32 as usize].segment)
     }
 
-    /// Insert, get, replace and remove keep the lists, map and byte counters consistent.
+    /// The applied hits of `key`, as the value reports them.
+    fn hits_of(store: &Store<Val>, key: &[u8]) -> Option<u32> {
+        store.get(key, |v| (v.hits.load(Ordering::Relaxed), false))
+    }
+
+    /// Insert, get, replace and remove keep the lists, map, free list and byte counters consistent.
     #[test]
     fn insert_get_replace_remove() {
         let store = Store::with_shards(1 << 20, 4);
@@ -608,20 +853,91 @@ mod tests {
         check(&store);
         assert_eq!(store.len(), 100);
         assert_eq!(store.bytes(), 100 * (4 + 10 + ENTRY_OVERHEAD));
-        assert_eq!(store.get(&7u32.to_be_bytes(), |v| v.size), Some(10));
+        assert_eq!(
+            store.get(&7u32.to_be_bytes(), |v| (v.size, false)),
+            Some(10)
+        );
         let out = store.insert(&7u32.to_be_bytes(), Val::new(20), alive);
         assert!(out.stored && out.replaced);
-        assert_eq!(store.get(&7u32.to_be_bytes(), |v| v.size), Some(20));
+        assert_eq!(
+            store.get(&7u32.to_be_bytes(), |v| (v.size, false)),
+            Some(20)
+        );
         assert_eq!(store.len(), 100);
         for i in (0..100u32).step_by(3) {
             assert!(store.remove(&i.to_be_bytes()));
             check(&store);
         }
         assert!(!store.remove(&0u32.to_be_bytes()));
-        assert!(store.get(&3u32.to_be_bytes(), |_| ()).is_none());
+        assert!(store.get(&3u32.to_be_bytes(), |_| ((), false)).is_none());
+        // Freed slots are reused.
+        for i in 1000..1010u32 {
+            store.insert(&i.to_be_bytes(), Val::new(10), alive);
+        }
+        check(&store);
         store.clear();
         check(&store);
         assert_eq!((store.len(), store.bytes()), (0, 0));
+    }
+
+    /// Hits are applied when flushed; a ticket logged before its slot was reused does not count.
+    #[test]
+    fn hits_apply_on_flush_and_skip_reused_slots() {
+        let store = Store::with_shards(1 << 20, 1);
+        store.insert(b"a", Val::new(10), alive);
+        assert!(read(&store, b"a"));
+        assert!(read(&store, b"a"));
+        assert_eq!(hits_of(&store, b"a"), Some(0), "logged, not applied yet");
+        store.flush_hits();
+        assert_eq!(hits_of(&store, b"a"), Some(2));
+        assert!(read(&store, b"a"));
+        store.remove(b"a");
+        store.insert(b"b", Val::new(10), alive);
+        store.flush_hits();
+        assert_eq!(
+            hits_of(&store, b"b"),
+            Some(0),
+            "b reuses a's slot, not its hits"
+        );
+        check(&store);
+    }
+
+    /// A full thread log goes to the inbox; a full inbox is applied without a flush.
+    #[test]
+    fn full_logs_and_inbox_apply_themselves() {
+        let store = Store::with_shards(1 << 20, 2);
+        store.insert(b"k", Val::new(10), alive);
+        for _ in 0..hits::LOG_LEN {
+            read(&store, b"k");
+        }
+        assert_eq!(hits_of(&store, b"k"), Some(0), "in the inbox");
+        for _ in hits::LOG_LEN..INBOX_LEN {
+            read(&store, b"k");
+        }
+        assert_eq!(hits_of(&store, b"k"), Some(INBOX_LEN as u32));
+        assert_eq!(store.hits_dropped(), 0);
+    }
+
+    /// A busy inbox or shard makes a hand-off drop its tickets (counted) instead of waiting.
+    #[test]
+    fn busy_inbox_or_shard_drops_and_counts() {
+        let store = Store::with_shards(1 << 20, 1);
+        store.insert(b"k", Val::new(10), alive);
+        let inbox = store.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        for _ in 0..hits::LOG_LEN {
+            read(&store, b"k");
+        }
+        drop(inbox);
+        assert_eq!(store.hits_dropped(), hits::LOG_LEN as u64);
+        let shard = store.lock_shard(0);
+        for _ in 0..INBOX_LEN {
+            read(&store, b"k");
+        }
+        drop(shard);
+        assert_eq!(store.hits_dropped(), (hits::LOG_LEN + INBOX_LEN) as u64);
+        store.flush_hits();
+        assert_eq!(hits_of(&store, b"k"), Some(0));
+        check(&store);
     }
 
     /// A flood of 200k random names into a 1 MiB store never pushes bytes() over the bound.
@@ -652,6 +968,7 @@ mod tests {
         let out = store.insert(b"k", Val::new(2000), alive);
         assert!(!out.stored && out.replaced);
         assert_eq!((store.len(), store.bytes()), (0, 0));
+        check(&store);
     }
 
     /// SLRU: an entry hit once survives a scan of many one-hit (never re-read) entries.
@@ -670,7 +987,7 @@ mod tests {
         );
         assert_eq!(segment_of(&store, b"keeper"), Some(Segment::Protected));
         assert!(
-            store.get(&0u32.to_be_bytes(), |_| ()).is_none(),
+            store.get(&0u32.to_be_bytes(), |_| ((), false)).is_none(),
             "scan entries are evicted"
         );
     }
@@ -678,8 +995,8 @@ mod tests {
     /// Hot layer: a demoted entry with >= 3 hits gets one extra pass through probation; one with fewer does not.
     #[test]
     fn hot_entry_gets_extra_pass() {
-        // One shard of 100 slots of charge 100; protected holds at most 80 slots.
-        let charge = 100;
+        // One shard of 100 slots of charge 256; protected holds at most 80 slots.
+        let charge = 256;
         let val = || Val::new(charge - 4 - ENTRY_OVERHEAD);
         let store = Store::with_shards(100 * charge, 1);
         store.insert(b"hot!", val(), alive);
@@ -738,7 +1055,7 @@ mod tests {
     /// Dead values are removed first and counted as expired, not evicted, even if referenced.
     #[test]
     fn dead_values_count_as_expired() {
-        let charge = 100;
+        let charge = 256;
         let store = Store::with_shards(10 * charge, 1);
         let val = || Val::new(charge - 4 - ENTRY_OVERHEAD);
         for i in 0..10u32 {
@@ -761,10 +1078,11 @@ mod tests {
         check(&store);
     }
 
-    /// Concurrent readers and a writer on the store keep every invariant.
+    /// Concurrent readers (logging hits) and a writer keep every invariant and the byte bound.
     #[test]
     fn concurrent_readers_and_writer() {
-        let store = Arc::new(Store::with_shards(256 * 1024, 8));
+        let max = 256 * 1024;
+        let store = Arc::new(Store::with_shards(max, 8));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..4)
             .map(|_| {
@@ -773,9 +1091,10 @@ mod tests {
                     let mut found = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         for i in 0..500u32 {
-                            found += u64::from(hit(&store, &i.to_be_bytes()));
+                            found += u64::from(read(&store, &i.to_be_bytes()));
                         }
                     }
+                    store.flush_hits();
                     found
                 })
             })
@@ -783,6 +1102,7 @@ mod tests {
         for round in 0..20u32 {
             for i in 0..2000u32 {
                 store.insert(&(i + round).to_be_bytes(), Val::new(50), alive);
+                assert!(store.bytes() <= max);
             }
         }
         stop.store(true, Ordering::Relaxed);
