@@ -1,16 +1,19 @@
-//! Proof that a UDP cache hit allocates nothing: this test binary installs a counting global
-//! allocator that counts only on the node's UDP worker threads (`heimdall-udp-*`), runs the node
-//! library in process on real sockets against a real authoritative upstream, and sends 10,000
-//! cache hits with the node's stats counters and prefetch enabled.
+//! Proof that a UDP cache hit allocates nothing, on both UDP backends (epoll and io_uring): this
+//! test binary installs a counting global allocator that counts only on the node's UDP worker
+//! threads (`heimdall-udp-*`, `heimdall-udp-uring-*` on io_uring), runs the node library in
+//! process on real sockets against a real authoritative upstream, and sends 10,000 cache hits
+//! with the node's stats counters and prefetch enabled. The two tests take turns (one lock), as
+//! the counter is process-wide.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use heimdall_node::config::Config;
+use heimdall_node::config::{Config, IoBackend};
 use heimdall_tests::{AuthServer, Zone, build_query, unique_addr, wait_until};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
@@ -19,6 +22,12 @@ use tokio::sync::oneshot;
 
 /// Allocations made on UDP worker threads since the process started.
 static WORKER_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+/// Set when an io_uring worker thread (`heimdall-udp-uring-*`) is first seen.
+static SAW_URING_WORKER: AtomicBool = AtomicBool::new(false);
+
+/// Lets one test at a time run a node (the counter is shared by the whole process).
+static ONE_NODE: Mutex<()> = Mutex::new(());
 
 /// What the allocator knows about the current thread.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,9 +58,12 @@ fn count() {
         }
         ThreadKind::Unknown => {
             kind.set(ThreadKind::Checking);
-            let worker = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with("heimdall-udp"));
+            let current = std::thread::current();
+            let name = current.name();
+            let worker = name.is_some_and(|n| n.starts_with("heimdall-udp"));
+            if name.is_some_and(|n| n.starts_with("heimdall-udp-uring")) {
+                SAW_URING_WORKER.store(true, Ordering::Relaxed);
+            }
             kind.set(if worker {
                 ThreadKind::Worker
             } else {
@@ -124,9 +136,27 @@ fn ask(socket: &UdpSocket, query: &[u8], id: u16, buf: &mut [u8]) -> Result<usiz
     bail!("no answer to query id {id}")
 }
 
-/// 10,000 UDP cache hits make zero heap allocations on the worker thread.
+/// 10,000 UDP cache hits make zero heap allocations on the epoll worker thread.
 #[test]
 fn cache_hits_do_not_allocate() -> Result<()> {
+    measure(IoBackend::Epoll)
+}
+
+/// 10,000 UDP cache hits make zero heap allocations on the io_uring worker thread.
+#[test]
+fn cache_hits_do_not_allocate_on_io_uring() -> Result<()> {
+    measure(IoBackend::Uring)?;
+    ensure!(
+        SAW_URING_WORKER.load(Ordering::SeqCst),
+        "no io_uring worker ran (did the node fall back to epoll?)"
+    );
+    Ok(())
+}
+
+/// Run a node on `backend` and count the allocations of 10,000 cache hits on its worker.
+fn measure(backend: IoBackend) -> Result<()> {
+    let _one = ONE_NODE.lock().unwrap_or_else(PoisonError::into_inner);
+    SAW_URING_WORKER.store(false, Ordering::SeqCst);
     let mut zone = Zone::new("alloc.test.").soa(3600, 300);
     for i in 0..NAMES {
         let ip = Ipv4Addr::new(198, 18, 0, i as u8);
@@ -142,6 +172,7 @@ fn cache_hits_do_not_allocate() -> Result<()> {
     config.upstream.servers = vec![auth.addr()];
     config.node.data_dir = data.path().to_path_buf();
     config.cache.prefetch = true;
+    config.dns.io_backend = backend;
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = std::thread::Builder::new()
@@ -204,7 +235,9 @@ fn cache_hits_do_not_allocate() -> Result<()> {
     }
     let elapsed = start.elapsed();
     let allocs = WORKER_ALLOCS.load(Ordering::SeqCst) - before;
-    println!("{HITS} cache hits in {elapsed:?}; allocations on the worker thread: {allocs}");
+    println!(
+        "{backend:?}: {HITS} cache hits in {elapsed:?}; allocations on the worker thread: {allocs}"
+    );
 
     ensure!(
         auth.queries() == upstream_before,

@@ -106,3 +106,48 @@ fn fails_over_from_an_unreachable_upstream() -> Result<()> {
     let node = Node::start(NodeOpts::upstreams(&[dead, live.addr()]))?;
     node.attach_log(check_failover(&node, &live, "unreachable first upstream"))
 }
+
+/// A full miss queue sheds load: with `dns.miss_queue = 1` and a slow upstream, a burst of
+/// distinct misses gets some immediate SERVFAILs from the worker (which never blocks), and
+/// every query still gets an answer.
+#[test]
+fn full_miss_queue_sheds_with_servfail() -> Result<()> {
+    let opts = NodeOpts {
+        env: vec![("HEIMDALL_DNS__MISS_QUEUE".into(), "1".into())],
+        ..NodeOpts::default()
+    };
+    let setup = Setup::with(zone(), opts)?;
+    setup.run(|s| {
+        let delay = Duration::from_millis(1500);
+        s.auth.set_delay(delay);
+        let socket = std::net::UdpSocket::bind((s.node.dns_addr().ip(), 0))?;
+        socket.connect(s.node.dns_addr())?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        const BURST: usize = 64;
+        let started = Instant::now();
+        for i in 0..BURST {
+            let mut q = heimdall_tests::build_query(&format!("shed{i}.example.test."), RecordType::A, None, false)?;
+            q.metadata.id = i as u16;
+            socket.send(&q.to_vec()?)?;
+        }
+        let mut fast_servfail = 0;
+        let mut answered = std::collections::HashSet::new();
+        let mut buf = [0u8; 1500];
+        while answered.len() < BURST && started.elapsed() < Duration::from_secs(10) {
+            let Ok(n) = socket.recv(&mut buf) else { continue };
+            let reply = hickory_proto::op::Message::from_vec(&buf[..n])?;
+            if reply.response_code == ResponseCode::ServFail && started.elapsed() < delay {
+                fast_servfail += 1;
+            }
+            answered.insert(reply.metadata.id);
+        }
+        println!(
+            "{BURST} distinct misses: {} answered in {:?}, {fast_servfail} shed with SERVFAIL before the upstream's {delay:?}",
+            answered.len(),
+            started.elapsed()
+        );
+        ensure!(answered.len() == BURST, "only {} of {BURST} queries answered", answered.len());
+        ensure!(fast_servfail > 0, "no query was shed although the miss queue holds one");
+        Ok(())
+    })
+}

@@ -5,6 +5,7 @@
 //! times it measures, and waits on conditions with deadlines (never fixed sleeps).
 
 mod answers;
+mod backend;
 mod cache;
 mod config;
 mod forwarding;

@@ -1,11 +1,16 @@
 //! Start real `heimdall` processes on unique loopback addresses and control their lifetime.
 //!
 //! The binary comes from `HEIMDALL_BIN`, or is built once per test process with the same
-//! cargo profile and target directory as the running test binary.
+//! cargo profile and target directory as the running test binary. When
+//! `HEIMDALL_TEST_IO_BACKEND` is set (`auto`, `epoll` or `uring`), every node gets
+//! `--io-backend <value>` unless its test chose a backend itself, so the whole suite can run
+//! on either UDP backend.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
+use std::io;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -23,6 +28,9 @@ use crate::wait::POLL_INTERVAL;
 /// The DNS port every test node listens on (each node has its own loopback address).
 pub const NODE_DNS_PORT: u16 = 5353;
 
+/// The gRPC port every test node listens on (`--grpc-listen`, on the node's own address).
+pub const NODE_GRPC_PORT: u16 = 50051;
+
 /// How long a node may take to answer its first query.
 pub const READY_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -35,6 +43,9 @@ pub const LOG_TAIL_LINES: usize = 300;
 /// The name of the readiness probe query (any reply, whatever the rcode, means ready).
 pub const READY_NAME: &str = "ready.invalid.";
 
+/// The environment variable naming the UDP backend every test node runs (`--io-backend`).
+pub const IO_BACKEND_ENV: &str = "HEIMDALL_TEST_IO_BACKEND";
+
 /// How a test wants its node started.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOpts {
@@ -46,6 +57,9 @@ pub struct NodeOpts {
     pub env: Vec<(String, String)>,
     /// A config file to write into the data dir and pass with `--config`.
     pub config_toml: Option<String>,
+    /// Run the process under a seccomp filter that fails the io_uring system calls with EPERM,
+    /// as Docker's default seccomp profile does.
+    pub deny_io_uring: bool,
 }
 
 impl NodeOpts {
@@ -66,6 +80,10 @@ pub struct Node {
     child: Child,
     /// The address it serves DNS on (UDP and TCP).
     dns: SocketAddr,
+    /// The address of its gRPC server (the internal Raft service).
+    grpc: SocketAddr,
+    /// How it was started, so [`Node::restart`] can start it again the same way.
+    opts: NodeOpts,
     /// Data dir, config file and log file; removed on drop.
     dir: TempDir,
     /// Where stdout and stderr go.
@@ -149,6 +167,8 @@ pub fn run_heimdall(args: &[String], env: &[(String, String)]) -> Result<Output>
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
     let mut child = Command::new(heimdall_bin()?)
+        // The node rejects unknown HEIMDALL_* variables; this one is for the harness.
+        .env_remove(IO_BACKEND_ENV)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -168,6 +188,96 @@ pub fn run_heimdall(args: &[String], env: &[(String, String)]) -> Result<Output>
         stdout: fs::read(&out_path)?,
         stderr: fs::read(&err_path)?,
     })
+}
+
+/// `--io-backend <HEIMDALL_TEST_IO_BACKEND>`, unless the variable is unset or empty or the test
+/// chose a backend itself (a flag, or `HEIMDALL_DNS__IO_BACKEND` in its environment).
+fn io_backend_args(opts: &NodeOpts) -> Vec<String> {
+    let chosen = opts
+        .extra_args
+        .iter()
+        .any(|a| a.starts_with("--io-backend"))
+        || opts
+            .env
+            .iter()
+            .any(|(k, _)| k == "HEIMDALL_DNS__IO_BACKEND");
+    match std::env::var(IO_BACKEND_ENV) {
+        Ok(backend) if !backend.is_empty() && !chosen => vec!["--io-backend".to_owned(), backend],
+        _ => Vec::new(),
+    }
+}
+
+/// `AUDIT_ARCH_*` of this target: the seccomp filter allows everything on any other ABI.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+/// `AUDIT_ARCH_*` of this target: the seccomp filter allows everything on any other ABI.
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// Install, in the calling process, a seccomp filter that makes `io_uring_setup`,
+/// `io_uring_enter` and `io_uring_register` fail with EPERM and allows every other system call
+/// (what Docker's default profile does to io_uring). Meant for `pre_exec`: it only calls
+/// prctl(2). The filter survives exec and is inherited by every thread.
+fn deny_io_uring() -> io::Result<()> {
+    /// A BPF statement.
+    const fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+    /// A BPF conditional jump: `jt` / `jf` instructions ahead when A == k / A != k.
+    const fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+    /// Offset of the system call number in `struct seccomp_data`.
+    const NR: u32 = 0;
+    /// Offset of the `AUDIT_ARCH_*` value in `struct seccomp_data`.
+    const ARCH: u32 = 4;
+    /// Load a 32-bit word of `struct seccomp_data` into the accumulator.
+    const LOAD: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    /// Return a constant verdict.
+    const RET: u32 = libc::BPF_RET | libc::BPF_K;
+    /// Verdict: let the call run.
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+    /// Verdict: fail the call with EPERM (Docker's default for io_uring).
+    const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    let mut filter = [
+        stmt(LOAD, ARCH),
+        jeq(AUDIT_ARCH, 1, 0),
+        stmt(RET, ALLOW),
+        stmt(LOAD, NR),
+        jeq(libc::SYS_io_uring_setup as u32, 3, 0),
+        jeq(libc::SYS_io_uring_enter as u32, 2, 0),
+        jeq(libc::SYS_io_uring_register as u32, 1, 0),
+        stmt(RET, ALLOW),
+        stmt(RET, EPERM),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: prctl(2) with these options reads only `program`, which points at `filter`; both
+    // outlive the calls. NO_NEW_PRIVS is what lets an unprivileged process install a filter.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const libc::sock_fprog,
+            ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Poll a child until it exits or `timeout` passes.
@@ -191,49 +301,114 @@ impl Node {
         Self::start_at(dns, opts)
     }
 
-    /// Start a node listening on `dns` and wait until it answers over UDP.
+    /// Start a node listening on `dns` (and, unless `opts` says otherwise, on
+    /// `dns.ip():`[`NODE_GRPC_PORT`] for gRPC) and wait until it answers over UDP.
     pub fn start_at(dns: SocketAddr, opts: NodeOpts) -> Result<Node> {
-        let bin = heimdall_bin()?;
         let dir = TempDir::new().context("creating the node's temp dir")?;
-        let data_dir = dir.path().join("data");
-        fs::create_dir_all(&data_dir)?;
+        fs::create_dir_all(dir.path().join("data"))?;
         let log_path = dir.path().join("node.log");
-        let log = File::create(&log_path)?;
-        let mut cmd = Command::new(bin);
-        if let Some(toml) = &opts.config_toml {
-            let config = dir.path().join("heimdall.toml");
-            fs::write(&config, toml)?;
-            cmd.arg("--config").arg(config);
-        }
-        cmd.arg("--dns-listen").arg(dns.to_string());
-        for upstream in &opts.upstreams {
-            cmd.arg("--upstream").arg(upstream.to_string());
-        }
-        cmd.args(["--workers", "1", "--log-format", "text", "--data-dir"])
-            .arg(&data_dir)
-            .args(&opts.extra_args)
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = cmd.spawn().context("spawning heimdall")?;
+        File::create(&log_path)?;
+        let grpc = SocketAddr::new(dns.ip(), NODE_GRPC_PORT);
+        let child = spawn(dir.path(), dns, grpc, &opts)?;
         let mut node = Node {
             child,
             dns,
+            grpc,
+            opts,
             dir,
             log_path,
         };
         let started = Instant::now();
         node.wait_ready()?;
         println!(
-            "node pid {} on {} ready after {:?}",
+            "node pid {} on {} ready after {:?} (udp backend: {})",
             node.pid(),
             node.dns,
-            started.elapsed()
+            started.elapsed(),
+            node.udp_backend().unwrap_or("not logged")
         );
         Ok(node)
     }
 
+    /// SIGKILL the process (if it runs) and reap it.
+    pub fn kill(&mut self) -> Result<()> {
+        if self.is_running() {
+            self.child.kill().context("killing heimdall")?;
+        }
+        self.child.wait().context("reaping heimdall")?;
+        Ok(())
+    }
+
+    /// Start the process again with the same addresses, options and data dir (killing it
+    /// first if it still runs) and wait until it answers; its log is appended to.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.child = spawn(self.dir.path(), self.dns, self.grpc, &self.opts)?;
+        let started = Instant::now();
+        self.wait_ready()?;
+        println!(
+            "node pid {} on {} restarted, ready after {:?}",
+            self.pid(),
+            self.dns,
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    /// The address of the node's gRPC server.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+}
+
+/// Spawn heimdall for a node whose files live in `dir` (`data/`, `heimdall.toml`,
+/// `node.log`, appended to): DNS on `dns`, gRPC on `grpc` unless `opts` passes
+/// `--grpc-listen` itself.
+fn spawn(dir: &Path, dns: SocketAddr, grpc: SocketAddr, opts: &NodeOpts) -> Result<Child> {
+    let bin = heimdall_bin()?;
+    let data_dir = dir.join("data");
+    let log = File::options()
+        .append(true)
+        .create(true)
+        .open(dir.join("node.log"))?;
+    let mut cmd = Command::new(bin);
+    // The node rejects unknown HEIMDALL_* variables; this one is for the harness.
+    cmd.env_remove(IO_BACKEND_ENV);
+    if let Some(toml) = &opts.config_toml {
+        let config = dir.join("heimdall.toml");
+        fs::write(&config, toml)?;
+        cmd.arg("--config").arg(config);
+    }
+    cmd.arg("--dns-listen").arg(dns.to_string());
+    for upstream in &opts.upstreams {
+        cmd.arg("--upstream").arg(upstream.to_string());
+    }
+    if !opts
+        .extra_args
+        .iter()
+        .any(|a| a.starts_with("--grpc-listen"))
+    {
+        cmd.arg("--grpc-listen").arg(grpc.to_string());
+    }
+    cmd.args(["--workers", "1", "--log-format", "text", "--data-dir"])
+        .arg(&data_dir)
+        .args(io_backend_args(opts))
+        .args(&opts.extra_args)
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if opts.deny_io_uring {
+        // SAFETY: the hook runs in the forked child before exec and only calls prctl(2)
+        // with a filter on its own stack: no allocation, no lock, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(deny_io_uring);
+        }
+    }
+    cmd.spawn().context("spawning heimdall")
+}
+
+impl Node {
     /// Poll with a readiness query until any reply arrives, the process dies, or the
     /// deadline passes (the last two are errors that include the log).
     fn wait_ready(&mut self) -> Result<()> {
@@ -258,6 +433,15 @@ impl Node {
             }
             thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// The UDP backend the node logged at startup (`io_uring` or `epoll`), if it did.
+    pub fn udp_backend(&self) -> Option<&'static str> {
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("udp backend: "))?;
+        ["io_uring", "epoll"]
+            .into_iter()
+            .find(|b| line.contains(&format!("udp backend: {b}")))
     }
 
     /// The address the node serves DNS on (UDP and TCP).
@@ -345,6 +529,7 @@ impl Drop for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::ensure;
 
     /// The target dir derived from the test binary holds the profile dir with `deps`.
     #[test]
@@ -369,5 +554,59 @@ mod tests {
         let opts = NodeOpts::default();
         assert!(opts.upstreams.is_empty() && opts.extra_args.is_empty());
         assert!(opts.env.is_empty() && opts.config_toml.is_none());
+        assert!(!opts.deny_io_uring);
+    }
+
+    /// A test's own backend choice wins over `HEIMDALL_TEST_IO_BACKEND`.
+    #[test]
+    fn own_backend_choice_wins() {
+        let opts = NodeOpts {
+            extra_args: vec!["--io-backend".into(), "epoll".into()],
+            ..NodeOpts::default()
+        };
+        assert!(io_backend_args(&opts).is_empty());
+        let opts = NodeOpts {
+            env: vec![("HEIMDALL_DNS__IO_BACKEND".into(), "epoll".into())],
+            ..NodeOpts::default()
+        };
+        assert!(io_backend_args(&opts).is_empty());
+    }
+
+    /// The seccomp filter refuses io_uring_setup with EPERM and lets other calls through
+    /// (checked in a forked child, so this test process keeps io_uring).
+    #[test]
+    fn seccomp_filter_denies_io_uring() -> Result<()> {
+        // SAFETY: fork(2) in a multi-threaded process: the child calls only async-signal-safe
+        // functions (prctl, syscall, _exit) before exiting.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = match deny_io_uring() {
+                Err(_) => 10,
+                Ok(()) => {
+                    // SAFETY: io_uring_setup with a null params pointer only fails (EPERM from
+                    // the filter, or EFAULT if the call got through).
+                    let rc = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, 0) };
+                    // SAFETY: __errno_location returns this thread's errno slot.
+                    let errno = unsafe { *libc::__errno_location() };
+                    if rc == -1 && errno == libc::EPERM {
+                        0
+                    } else {
+                        11
+                    }
+                }
+            };
+            // SAFETY: _exit ends the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        ensure!(pid > 0, "fork: {}", io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid out pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        ensure!(rc == pid, "waitpid: {}", io::Error::last_os_error());
+        ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}: 10 = filter not installed, 11 = io_uring_setup not denied"
+        );
+        Ok(())
     }
 }

@@ -3,6 +3,8 @@
 mod batch;
 mod tcp;
 mod udp;
+#[cfg(feature = "uring")]
+mod uring;
 
 pub use tcp::TcpLimits;
 
@@ -16,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::cache::{Cache, CachePolicy};
-use crate::config::Config;
+use crate::config::{Config, IoBackend};
 use crate::resolver::Resolver;
 use crate::upstream::{Forwarder, ForwarderTimeouts};
 
@@ -36,6 +38,9 @@ pub enum ServerError {
     /// A worker thread could not be started.
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
+    /// The cluster member (Raft, its store or its gRPC server) could not start.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -176,6 +181,51 @@ pub struct Bound {
     pub dns: SocketAddr,
 }
 
+/// The UDP loop the workers run, chosen once at start by [`choose_backend`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpBackend {
+    /// `recvmmsg`/`sendmmsg` on a blocking socket (`udp.rs`).
+    Epoll,
+    /// io_uring: multishot receive into a provided buffer ring, batched sends (`uring.rs`).
+    #[cfg(feature = "uring")]
+    Uring,
+}
+
+impl UdpBackend {
+    /// The name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            UdpBackend::Epoll => "epoll",
+            #[cfg(feature = "uring")]
+            UdpBackend::Uring => "io_uring",
+        }
+    }
+}
+
+/// Decide the UDP loop for `dns.io_backend`: io_uring when asked for (or `auto`), compiled in
+/// and the probe succeeds; otherwise epoll, logged (INFO for `auto`, WARN when `uring` was
+/// asked for). Never fails: the node always starts.
+pub fn choose_backend(requested: IoBackend) -> UdpBackend {
+    if requested == IoBackend::Epoll {
+        return UdpBackend::Epoll;
+    }
+    #[cfg(feature = "uring")]
+    let reason = match uring::probe() {
+        Ok(()) => return UdpBackend::Uring,
+        Err(reason) => reason,
+    };
+    #[cfg(not(feature = "uring"))]
+    let reason = "this binary was built without the `uring` feature".to_owned();
+    if requested == IoBackend::Uring {
+        tracing::warn!(
+            "dns.io_backend is uring but io_uring is unavailable ({reason}), using epoll"
+        );
+    } else {
+        tracing::info!("io_uring unavailable ({reason}), using epoll");
+    }
+    UdpBackend::Epoll
+}
+
 /// Build the cache policy from the node configuration.
 pub fn cache_policy(config: &Config) -> CachePolicy {
     let c = &config.cache;
@@ -221,6 +271,7 @@ pub async fn run(
         source,
     })?;
     let resolver = Arc::new(build_resolver(&config));
+    let _cluster = crate::cluster::start(&config, &resolver).await?;
     let workers = config.dns.workers.max(1);
     let listen = config.dns.listen;
     let sockets = udp::bind_sockets(listen, workers).map_err(|source| ServerError::Bind {
@@ -246,6 +297,8 @@ pub async fn run(
     let (miss_tx, miss_rx) = mpsc::channel::<Job>(config.dns.miss_queue.max(1));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
+    let backend = choose_backend(config.dns.io_backend);
+    tracing::info!(workers, "udp backend: {}", backend.name());
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let mut worker_stats = Vec::new();
     let mut threads = Vec::new();
@@ -260,9 +313,22 @@ pub async fn run(
             stats,
             cpu: config.dns.cpu_affinity.then_some(i % cpus),
         };
+        // Worker threads are named `heimdall-udp-*` (`heimdall-udp-uring-*` on io_uring).
+        let name = match backend {
+            UdpBackend::Epoll => format!("heimdall-udp-{i}"),
+            #[cfg(feature = "uring")]
+            UdpBackend::Uring => format!("heimdall-udp-uring-{i}"),
+        };
         let handle = std::thread::Builder::new()
-            .name(format!("heimdall-udp-{i}"))
-            .spawn(move || worker.run())
+            .name(name)
+            .spawn(move || {
+                worker.pin();
+                match backend {
+                    UdpBackend::Epoll => worker.run_epoll(),
+                    #[cfg(feature = "uring")]
+                    UdpBackend::Uring => uring::run(&worker),
+                }
+            })
             .map_err(ServerError::Thread)?;
         threads.push(handle);
     }

@@ -1,5 +1,7 @@
-//! The UDP fast path: one worker thread per socket (SO_REUSEPORT), batched receive and send,
-//! cache hits answered on the worker, misses handed to the async runtime through a bounded queue.
+//! The UDP fast path: one worker thread per socket (SO_REUSEPORT), cache hits answered on the
+//! worker, misses handed to the async runtime through a bounded queue. This file holds the
+//! per-datagram handling both backends share and the epoll loop (`recvmmsg`/`sendmmsg`);
+//! `uring.rs` holds the io_uring loop.
 
 use std::io;
 use std::net::SocketAddr;
@@ -67,8 +69,8 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// The worker loop: runs until `stop` is set.
-    pub fn run(self) {
+    /// Pin the calling thread to this worker's CPU, if it has one (a failure is logged).
+    pub fn pin(&self) {
         if let Some(cpu) = self.cpu {
             match pin_to_cpu(cpu) {
                 Ok(()) => tracing::debug!(cpu, "udp worker pinned"),
@@ -77,6 +79,10 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The epoll worker loop (`recvmmsg`/`sendmmsg` batches): runs until `stop` is set.
+    pub fn run_epoll(&self) {
         let fd = self.socket.as_raw_fd();
         let mut recv = RecvBatch::new();
         let mut send = SendBatch::new();
@@ -85,9 +91,12 @@ impl Worker {
                 Ok(n) => n,
                 Err(e) => {
                     match e.kind() {
-                        io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted => {}
+                        // Idle: hand this thread's buffered cache hits to the SLRU, so a quiet
+                        // node's hit counts and hot set stay current.
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                            self.resolver.cache().flush_hits();
+                        }
+                        io::ErrorKind::Interrupted => {}
                         _ => tracing::warn!(error = %e, "udp receive failed"),
                     }
                     continue;
@@ -99,50 +108,61 @@ impl Worker {
                     self.stats.add(&self.stats.udp_dropped, 1);
                     continue;
                 };
-                self.stats.add(&self.stats.udp_queries, 1);
                 if send.is_full() {
                     send.flush(fd);
                 }
-                match self
-                    .resolver
-                    .process(packet, send.next_buf(), Transport::Udp, now)
-                {
-                    Outcome::Reply { len, prefetch } => {
-                        send.push(len, addr, addr_len);
-                        if let Some(req) = prefetch {
-                            // Best effort: a full queue just skips this refresh.
-                            let _ = self.misses.try_send(Job {
-                                req,
-                                reply: ReplyTo::Prefetch,
-                            });
-                        }
-                    }
-                    Outcome::Drop => {}
-                    Outcome::Miss(req) => {
-                        let Some(peer) = to_socket_addr(addr, addr_len) else {
-                            continue;
-                        };
-                        let job = Job {
-                            req,
-                            reply: ReplyTo::Udp {
-                                socket: Arc::clone(&self.socket),
-                                peer,
-                            },
-                        };
-                        if let Err(err) = self.misses.try_send(job) {
-                            // Shed load: never block the worker on the runtime.
-                            self.stats.add(&self.stats.shed, 1);
-                            let job = match err {
-                                mpsc::error::TrySendError::Full(j)
-                                | mpsc::error::TrySendError::Closed(j) => j,
-                            };
-                            let len = job.req.write_servfail(send.next_buf());
-                            send.push(len, addr, addr_len);
-                        }
-                    }
+                if let Some(len) = self.handle(packet, send.next_buf(), addr, addr_len, now) {
+                    send.push(len, addr, addr_len);
                 }
             }
             send.flush(fd);
+        }
+    }
+
+    /// Handle one received datagram from `addr` (both backends call this): a cache hit or an
+    /// error is answered into `out`, a miss goes to the runtime's queue (a full queue sheds it
+    /// with a SERVFAIL written into `out`), and a refresh is queued when the hit asks for one.
+    /// Returns the length of the answer in `out` to send back to `addr`, if there is one.
+    pub fn handle(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        addr: &libc::sockaddr_storage,
+        addr_len: libc::socklen_t,
+        now: Instant,
+    ) -> Option<usize> {
+        self.stats.add(&self.stats.udp_queries, 1);
+        match self.resolver.process(packet, out, Transport::Udp, now) {
+            Outcome::Reply { len, prefetch } => {
+                if let Some(req) = prefetch {
+                    // Best effort: a full queue just skips this refresh.
+                    let _ = self.misses.try_send(Job {
+                        req,
+                        reply: ReplyTo::Prefetch,
+                    });
+                }
+                Some(len)
+            }
+            Outcome::Drop => None,
+            Outcome::Miss(req) => {
+                let peer = to_socket_addr(addr, addr_len)?;
+                let job = Job {
+                    req,
+                    reply: ReplyTo::Udp {
+                        socket: Arc::clone(&self.socket),
+                        peer,
+                    },
+                };
+                let Err(err) = self.misses.try_send(job) else {
+                    return None;
+                };
+                // Shed load: never block the worker on the runtime.
+                self.stats.add(&self.stats.shed, 1);
+                let job = match err {
+                    mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
+                };
+                Some(job.req.write_servfail(out))
+            }
         }
     }
 }
