@@ -9,6 +9,7 @@ pub mod message;
 pub mod name;
 pub mod query;
 mod rdata;
+mod swar;
 pub mod writer;
 
 pub use error::{Result, WireError};

@@ -4,6 +4,7 @@
 use core::fmt::{self, Write as _};
 
 use crate::error::{Result, WireError};
+use crate::swar;
 
 /// Longest name in uncompressed wire form, root byte included (RFC 1035 section 3.1).
 pub const MAX_NAME_LEN: usize = 255;
@@ -23,9 +24,15 @@ pub struct Name<'a> {
     msg: &'a [u8],
     /// Offset of the name's first length byte in `msg`.
     start: usize,
-    /// Uncompressed length including the root byte (1..=255).
-    wire_len: u8,
+    /// Uncompressed length including the root byte (1..=255) in the low byte, plus
+    /// [`CONTIGUOUS`] when the name has no compression pointer (one field, so copying a name
+    /// costs no more than before the flag existed).
+    len_flags: u16,
 }
+
+/// Flag in [`Name`]'s `len_flags`: no compression pointer, so the name is exactly
+/// `msg[start..start + wire_len]`.
+const CONTIGUOUS: u16 = 0x100;
 
 impl<'a> Name<'a> {
     /// Parse and fully validate the name at `offset`; returns the name and the offset just past
@@ -45,10 +52,15 @@ impl<'a> Name<'a> {
                     let end = in_place_end.unwrap_or(pos + 1);
                     // wire_len <= 255 is checked as every label is added.
                     let wire_len = u8::try_from(wire_len).map_err(|_| WireError::NameTooLong)?;
+                    let flags = if in_place_end.is_none() {
+                        CONTIGUOUS
+                    } else {
+                        0
+                    };
                     let name = Name {
                         msg,
                         start: offset,
-                        wire_len,
+                        len_flags: u16::from(wire_len) | flags,
                     };
                     return Ok((name, end));
                 }
@@ -103,12 +115,12 @@ impl<'a> Name<'a> {
 
     /// Uncompressed length including the root byte.
     pub fn wire_len(&self) -> usize {
-        usize::from(self.wire_len)
+        usize::from(self.len_flags as u8)
     }
 
     /// True for the root name ".".
     pub fn is_root(&self) -> bool {
-        self.wire_len == 1
+        self.wire_len() == 1
     }
 
     /// Number of labels, root excluded.
@@ -123,34 +135,86 @@ impl<'a> Name<'a> {
 
     /// Write the uncompressed name, ASCII lower-cased, into out; returns bytes written.
     pub fn write_lower(&self, out: &mut [u8]) -> Result<usize> {
-        let len = self.write_uncompressed(out)?;
-        lower_ascii_in_place(out.get_mut(..len).ok_or(WireError::NoSpace)?);
-        Ok(len)
+        self.write_pieces(out, swar::copy_lower)
     }
 
     /// Write the uncompressed name, case preserved, into out; returns bytes written.
     pub fn write_uncompressed(&self, out: &mut [u8]) -> Result<usize> {
-        let out = out.get_mut(..self.wire_len()).ok_or(WireError::NoSpace)?;
-        let mut at = 0;
-        for label in self.labels() {
-            let (len_byte, rest) = out
-                .get_mut(at..)
-                .and_then(<[u8]>::split_first_mut)
-                .ok_or(WireError::NoSpace)?;
-            // A parsed label is at most 63 bytes.
-            *len_byte = u8::try_from(label.len()).map_err(|_| WireError::LabelTooLong)?;
-            rest.get_mut(..label.len())
-                .ok_or(WireError::NoSpace)?
-                .copy_from_slice(label);
-            at += 1 + label.len();
-        }
-        *out.get_mut(at).ok_or(WireError::NoSpace)? = 0;
-        Ok(at + 1)
+        self.write_pieces(out, <[u8]>::copy_from_slice)
     }
 
-    /// Compare two names label by label, ASCII case-insensitively.
+    /// Compare two names ASCII case-insensitively (label by label: equal uncompressed forms).
     pub fn eq_ignore_case(&self, other: &Name<'_>) -> bool {
-        self.wire_len == other.wire_len && labels_eq(self.labels(), other.labels(), true)
+        if self.wire_len() != other.wire_len() {
+            return false;
+        }
+        match (self.contiguous_bytes(), other.contiguous_bytes()) {
+            // Length bytes are below b'A', so folding the whole wire form folds only the label
+            // bytes, and equal wire forms are equal label sequences.
+            (Some(a), Some(b)) => swar::eq_ignore_case(a, b),
+            _ => labels_eq(self.labels(), other.labels(), true),
+        }
+    }
+
+    /// The name's bytes when it has no compression pointer (they are its uncompressed form).
+    fn contiguous_bytes(&self) -> Option<&'a [u8]> {
+        if self.len_flags & CONTIGUOUS == 0 {
+            return None;
+        }
+        self.msg.get(self.start..self.start + self.wire_len())
+    }
+
+    /// Write the uncompressed name into `out` one contiguous piece at a time (the labels between
+    /// compression pointers), each with `copy(dst, src)` where both have the piece's length.
+    fn write_pieces(
+        &self,
+        out: &mut [u8],
+        mut copy: impl FnMut(&mut [u8], &[u8]),
+    ) -> Result<usize> {
+        let out = out.get_mut(..self.wire_len()).ok_or(WireError::NoSpace)?;
+        if let Some(bytes) = self.contiguous_bytes() {
+            copy(out, bytes);
+            return Ok(bytes.len());
+        }
+        let mut at = 0;
+        self.for_each_piece(|piece| {
+            let end = at + piece.len();
+            copy(out.get_mut(at..end).ok_or(WireError::NoSpace)?, piece);
+            at = end;
+            Ok(())
+        })?;
+        Ok(at)
+    }
+
+    /// Call `f` on each run of the name's bytes between compression pointers, in order; the
+    /// last run ends with the root byte, so together they are the uncompressed name. Errors
+    /// (only possible on bytes that are not a valid name) stop the walk.
+    fn for_each_piece(&self, mut f: impl FnMut(&'a [u8]) -> Result<()>) -> Result<()> {
+        let msg = self.msg;
+        let mut run_start = self.start;
+        let mut pos = self.start;
+        let mut hops_left = MAX_POINTER_HOPS;
+        loop {
+            let len = *msg.get(pos).ok_or(WireError::Truncated)?;
+            match len & POINTER_BITS {
+                0 if len == 0 => return f(msg.get(run_start..=pos).ok_or(WireError::Truncated)?),
+                0 => pos += 1 + usize::from(len),
+                POINTER_BITS => {
+                    let low = *msg.get(pos + 1).ok_or(WireError::Truncated)?;
+                    let target = usize::from(u16::from_be_bytes([len & !POINTER_BITS, low]));
+                    if target >= pos || hops_left == 0 {
+                        return Err(WireError::BadPointer);
+                    }
+                    hops_left -= 1;
+                    if pos > run_start {
+                        f(msg.get(run_start..pos).ok_or(WireError::Truncated)?)?;
+                    }
+                    pos = target;
+                    run_start = target;
+                }
+                _ => return Err(WireError::BadLabelType),
+            }
+        }
     }
 }
 
@@ -373,7 +437,7 @@ pub fn name_from_str(s: &str, out: &mut [u8]) -> Result<usize> {
 
 /// ASCII lower-case a buffer in place (safe on wire names: length bytes are below b'A').
 pub fn lower_ascii_in_place(buf: &mut [u8]) {
-    buf.make_ascii_lowercase();
+    swar::lower_in_place(buf);
 }
 
 #[cfg(test)]
@@ -451,5 +515,93 @@ mod tests {
         assert!(name.eq_ignore_case(&Name::from_wire(&other).expect("valid")));
         let different = wire("www.example.com").expect("valid");
         assert!(!name.eq_ignore_case(&Name::from_wire(&different).expect("valid")));
+    }
+
+    /// The uncompressed name rebuilt label by label (the reference for the piecewise writers).
+    fn via_labels(name: &Name<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in name.labels() {
+            out.push(u8::try_from(label.len()).expect("label <= 63"));
+            out.extend_from_slice(label);
+        }
+        out.push(0);
+        out
+    }
+
+    /// Random names, contiguous and behind pointer chains: write_lower, write_uncompressed and
+    /// eq_ignore_case agree with the label-by-label reference.
+    #[test]
+    fn piecewise_writers_match_labels() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..2000 {
+            let labels: Vec<Vec<u8>> = (0..rng.random_range(0..8))
+                .map(|_| {
+                    (0..rng.random_range(1..=20))
+                        .map(|_| match rng.random_range(0..3) {
+                            0 => rng.random(),
+                            1 => rng.random_range(b'A'..=b'Z'),
+                            _ => rng.random_range(b'a'..=b'z'),
+                        })
+                        .collect()
+                })
+                .collect();
+            // msg = [pad] base name (uncompressed) || the first `split` labels || pointer into
+            // base at label `split` (or the base name's root when every label was copied).
+            let mut msg = vec![0xff; rng.random_range(0..3)];
+            let base_at = msg.len();
+            let mut offsets = Vec::new();
+            for label in &labels {
+                offsets.push(msg.len());
+                msg.push(u8::try_from(label.len()).expect("short"));
+                msg.extend_from_slice(label);
+            }
+            offsets.push(msg.len());
+            msg.push(0);
+            let split = rng.random_range(0..=labels.len());
+            let compressed_at = msg.len();
+            for label in &labels[..split] {
+                msg.push(u8::try_from(label.len()).expect("short"));
+                msg.extend(
+                    label
+                        .iter()
+                        .map(|b| if rng.random_bool(0.5) { b ^ 0x20 } else { *b }),
+                );
+            }
+            let target = u16::try_from(offsets[split]).expect("small");
+            msg.extend_from_slice(&(0xc000 | target).to_be_bytes());
+
+            let (base, _) = Name::parse(&msg, base_at).expect("base name");
+            let (compressed, end) = Name::parse(&msg, compressed_at).expect("compressed name");
+            assert_eq!(end, msg.len());
+            for name in [base, compressed] {
+                let expected = via_labels(&name);
+                let mut out = [0u8; MAX_NAME_LEN];
+                assert_eq!(name.write_uncompressed(&mut out), Ok(expected.len()));
+                assert_eq!(&out[..expected.len()], &expected[..]);
+                assert_eq!(name.write_lower(&mut out), Ok(expected.len()));
+                assert_eq!(&out[..expected.len()], &expected.to_ascii_lowercase()[..]);
+                assert_eq!(
+                    name.write_lower(&mut out[..expected.len() - 1]),
+                    Err(WireError::NoSpace)
+                );
+            }
+            let reference = labels_eq(base.labels(), compressed.labels(), true);
+            assert_eq!(base.eq_ignore_case(&compressed), reference);
+            assert_eq!(compressed.eq_ignore_case(&base), reference);
+            assert!(base.eq_ignore_case(&base) && compressed.eq_ignore_case(&compressed));
+            // A flipped case bit on a non-letter (or any other change) must be noticed.
+            let mut other = via_labels(&base);
+            if other.len() > 1 {
+                let at = rng.random_range(1..other.len() - 1);
+                if other[at] != 0 {
+                    other[at] ^= 1 << rng.random_range(0..5);
+                    if let Ok(changed) = Name::from_wire(&other) {
+                        let expected = labels_eq(base.labels(), changed.labels(), true);
+                        assert_eq!(base.eq_ignore_case(&changed), expected);
+                    }
+                }
+            }
+        }
     }
 }
