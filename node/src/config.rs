@@ -5,6 +5,7 @@
 //! key), deserializes into [`Config`], applies the command-line flags and then runs
 //! [`Config::validate`] exactly once. Every [`ConfigError`] names the key it is about.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -54,9 +55,19 @@ pub struct Cli {
     /// Pin UDP worker i to CPU i (modulo the CPU count) (dns.cpu_affinity).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub cpu_affinity: Option<bool>,
+    /// UDP I/O backend: auto, epoll or uring (dns.io_backend).
+    #[arg(long, value_name = "BACKEND", value_enum)]
+    pub io_backend: Option<IoBackend>,
     /// Log output format (log.format).
     #[arg(long, value_name = "FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Address of the gRPC server: the internal Raft service and the control plane
+    /// (node.grpc_listen).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Start uninitialized and wait to be added to an existing cluster (cluster.join).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub join: Option<bool>,
 }
 
 /// The whole node configuration, one field per TOML section.
@@ -73,6 +84,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[log]`: logging output.
     pub log: LogConfig,
+    /// `[cluster]`: joining the Raft group that holds the shared configuration.
+    pub cluster: ClusterConfig,
 }
 
 /// `[node]` section.
@@ -81,13 +94,93 @@ pub struct Config {
 pub struct NodeConfig {
     /// Directory for the node's persistent data. Default `"heimdall-data"`.
     pub data_dir: PathBuf,
+    /// This node's id in the cluster, unique across it (>= 1). Absent: a random id generated
+    /// on first start and kept in `<data_dir>/node_id`. Default absent.
+    pub node_id: Option<u64>,
+    /// Address of the gRPC server (TCP): the internal Raft service and the control plane.
+    /// Default `127.0.0.1:50051`.
+    #[serde(deserialize_with = "deserialize_listen")]
+    pub grpc_listen: SocketAddr,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("heimdall-data"),
+            node_id: None,
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
         }
+    }
+}
+
+/// Shortest accepted cluster secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// `[cluster]` section: node-local settings of cluster membership. The shared settings
+/// themselves live in Raft, not here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The founding members, node id -> gRPC address (`host:port`). The member with the
+    /// lowest id initializes the cluster when no Raft state exists; every listed node must
+    /// set `node.node_id` to its own id. Empty: a one-node cluster (unless `join`). In the
+    /// environment: `"1=10.0.0.1:50051,2=10.0.0.2:50051"`. Default empty.
+    #[serde(deserialize_with = "deserialize_members")]
+    pub initial_members: BTreeMap<u64, String>,
+    /// A file holding the cluster secret (surrounding whitespace ignored). Default absent.
+    pub secret_file: Option<PathBuf>,
+    /// The cluster secret (>= 16 bytes) that authenticates internal RPCs; prefer the
+    /// environment (`HEIMDALL_CLUSTER__SECRET`) or `secret_file`. Never logged. Without one the
+    /// node runs a one-node cluster only. Default absent.
+    pub secret: Option<Secret>,
+    /// Raft election timeout in milliseconds: a follower that hears no leader for a random
+    /// time in [this, 2 x this) starts an election; leaders send heartbeats every third of
+    /// it (>= 30). Default 1000.
+    pub election_timeout_ms: u64,
+    /// Start uninitialized and wait to be added to an existing cluster. Default false.
+    pub join: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            initial_members: BTreeMap::new(),
+            secret_file: None,
+            secret: None,
+            election_timeout_ms: 1000,
+            join: false,
+        }
+    }
+}
+
+/// A secret value (the cluster secret): shown as `<redacted>` by `Debug` and serialization.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret's bytes, for key derivation only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    /// Never shows the value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    /// Never writes the value.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
     }
 }
 
@@ -112,6 +205,10 @@ pub struct DnsConfig {
     pub miss_queue: usize,
     /// Pin UDP worker i to CPU i (modulo the CPU count). Default false.
     pub cpu_affinity: bool,
+    /// UDP I/O backend: `auto` (io_uring when compiled in and the start-up probe succeeds,
+    /// else epoll), `epoll`, or `uring` (io_uring; falls back to epoll with a warning when
+    /// unavailable). Default `auto`.
+    pub io_backend: IoBackend,
 }
 
 impl Default for DnsConfig {
@@ -124,6 +221,7 @@ impl Default for DnsConfig {
             tcp_max_connections: 1024,
             miss_queue: 4096,
             cpu_affinity: false,
+            io_backend: IoBackend::Auto,
         }
     }
 }
@@ -138,6 +236,10 @@ pub struct UpstreamConfig {
     pub servers: Vec<SocketAddr>,
     /// Timeout of one attempt against one server, in milliseconds (> 0). Default 1000.
     pub timeout_ms: u64,
+    /// Set by validation when `servers` was filled from /etc/resolv.conf (not configured), so
+    /// the cluster is not seeded with this host's resolvers.
+    #[serde(skip)]
+    pub servers_from_resolv_conf: bool,
     /// Total time for a query, all attempts included, before answering SERVFAIL, in
     /// milliseconds (>= timeout_ms). Default 3000.
     pub resolve_timeout_ms: u64,
@@ -148,6 +250,7 @@ impl Default for UpstreamConfig {
         Self {
             servers: Vec::new(),
             timeout_ms: 1000,
+            servers_from_resolv_conf: false,
             resolve_timeout_ms: 3000,
         }
     }
@@ -242,6 +345,34 @@ impl<'de> Deserialize<'de> for LogFormat {
             "json" => Ok(Self::Json),
             _ => Err(serde::de::Error::custom(format_args!(
                 "invalid value {text:?}: expected \"text\" or \"json\""
+            ))),
+        }
+    }
+}
+
+/// Which UDP I/O loop the workers run (`dns.io_backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBackend {
+    /// io_uring when the binary has it and the start-up probe succeeds, else epoll.
+    #[default]
+    Auto,
+    /// `recvmmsg`/`sendmmsg` on a blocking socket per worker.
+    Epoll,
+    /// io_uring: multishot receive into a provided buffer ring, batched sends.
+    Uring,
+}
+
+impl<'de> Deserialize<'de> for IoBackend {
+    /// Accepts `auto`, `epoll` or `uring` in any case; the error names the bad value.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "epoll" => Ok(Self::Epoll),
+            "uring" => Ok(Self::Uring),
+            _ => Err(serde::de::Error::custom(format_args!(
+                "invalid value {text:?}: expected \"auto\", \"epoll\" or \"uring\""
             ))),
         }
     }
@@ -487,14 +618,18 @@ fn load_layers(
     Ok(config)
 }
 
-/// Every known key with a value of its kind: the defaults, plus one upstream server because
-/// the `config` crate drops empty lists when serializing.
+/// Every known key with a value of its kind: the defaults, plus one upstream server and one
+/// initial member because the `config` crate drops empty lists and tables when serializing.
 fn schema() -> Result<config::Config, ConfigError> {
     let mut sample = Config::default();
     sample
         .upstream
         .servers
         .push(SocketAddr::from(([127, 0, 0, 1], DNS_PORT)));
+    sample
+        .cluster
+        .initial_members
+        .insert(1, "127.0.0.1:50051".to_owned());
     config::Config::try_from(&sample).map_err(from_config_error)
 }
 
@@ -759,6 +894,66 @@ fn deserialize_servers<'de, D: Deserializer<'de>>(
         .collect()
 }
 
+/// Deserializes `cluster.initial_members`: a table `id = "host:port"` (TOML) or the text
+/// `"id=host:port,id=host:port"` (environment); the error names the bad entry.
+fn deserialize_members<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<u64, String>, D::Error> {
+    /// The two accepted shapes.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Members {
+        /// `{ "1" = "host:port" }`.
+        Table(BTreeMap<String, String>),
+        /// `"1=host:port,2=host:port"`.
+        Text(String),
+    }
+    let pairs: Vec<(String, String)> = match Members::deserialize(deserializer)? {
+        Members::Table(table) => table.into_iter().collect(),
+        Members::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| match item.split_once('=') {
+                Some((id, addr)) => Ok((id.trim().to_owned(), addr.trim().to_owned())),
+                None => Err(serde::de::Error::custom(format_args!(
+                    "invalid entry {item:?}: expected \"id=host:port\""
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut members = BTreeMap::new();
+    for (id, addr) in pairs {
+        let parsed = id.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+            serde::de::Error::custom(format_args!(
+                "invalid node id {id:?}: expected an integer >= 1"
+            ))
+        })?;
+        parse_host_port(&addr).map_err(|reason| {
+            serde::de::Error::custom(format_args!(
+                "member {id}: invalid address {addr:?}: {reason}"
+            ))
+        })?;
+        members.insert(parsed, addr);
+    }
+    Ok(members)
+}
+
+/// Checks a `host:port` address (a name or an IP; IPv6 in brackets) without resolving it.
+pub fn parse_host_port(text: &str) -> Result<(), String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| "expected \"host:port\"".to_owned())?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    if host.is_empty() || !port_ok || text.contains(char::is_whitespace) {
+        return Err("expected \"host:port\" with a port 1..=65535".to_owned());
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err("an IPv6 address needs brackets: \"[::1]:50051\"".to_owned());
+    }
+    Ok(())
+}
+
 /// The `nameserver` addresses of a resolv.conf text, port 53; unparsable entries are skipped.
 pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
     text.lines()
@@ -792,8 +987,17 @@ impl Config {
         if let Some(pin) = cli.cpu_affinity {
             self.dns.cpu_affinity = pin;
         }
+        if let Some(backend) = cli.io_backend {
+            self.dns.io_backend = backend;
+        }
         if let Some(format) = cli.log_format {
             self.log.format = format;
+        }
+        if let Some(grpc) = cli.grpc_listen {
+            self.node.grpc_listen = grpc;
+        }
+        if let Some(join) = cli.join {
+            self.cluster.join = join;
         }
     }
 
@@ -828,6 +1032,7 @@ impl Config {
             // An unreadable resolv.conf is the same as one without nameservers.
             let text = std::fs::read_to_string(resolv_conf).unwrap_or_default();
             upstream.servers = parse_resolv_conf(&text);
+            upstream.servers_from_resolv_conf = true;
         }
         if upstream.servers.is_empty() {
             return Err(ConfigError::invalid(
@@ -873,6 +1078,8 @@ impl Config {
             ));
         }
 
+        self.validate_cluster()?;
+
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid(
                 "log.level",
@@ -881,6 +1088,105 @@ impl Config {
                     self.log.level
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks `node.node_id`, `node.grpc_listen` and `[cluster]`, and reads
+    /// `cluster.secret_file` into `cluster.secret`.
+    fn validate_cluster(&mut self) -> Result<(), ConfigError> {
+        if self.node.node_id == Some(0) {
+            return Err(ConfigError::invalid("node.node_id", "must be >= 1, got 0"));
+        }
+        if self.node.grpc_listen == self.dns.listen {
+            return Err(ConfigError::invalid(
+                "node.grpc_listen",
+                format!("{} is dns.listen too (both use TCP)", self.node.grpc_listen),
+            ));
+        }
+        let cluster = &mut self.cluster;
+        at_least(
+            "cluster.election_timeout_ms",
+            cluster.election_timeout_ms,
+            30,
+        )?;
+        if let Some(path) = &cluster.secret_file {
+            if cluster.secret.is_some() {
+                return Err(ConfigError::invalid(
+                    "cluster.secret_file",
+                    "set either cluster.secret or cluster.secret_file, not both",
+                ));
+            }
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                ConfigError::invalid(
+                    "cluster.secret_file",
+                    format!("cannot read {}: {error}", path.display()),
+                )
+            })?;
+            cluster.secret = Some(Secret::new(text.trim()));
+        }
+        if let Some(secret) = &cluster.secret
+            && secret.expose().len() < MIN_SECRET_LEN
+        {
+            let key = if cluster.secret_file.is_some() {
+                "cluster.secret_file"
+            } else {
+                "cluster.secret"
+            };
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "the secret must be at least {MIN_SECRET_LEN} bytes, got {}",
+                    secret.expose().len()
+                ),
+            ));
+        }
+        if cluster.join && !cluster.initial_members.is_empty() {
+            return Err(ConfigError::invalid(
+                "cluster.join",
+                "a node that joins an existing cluster must not list cluster.initial_members",
+            ));
+        }
+        let multi_node = cluster.join || cluster.initial_members.len() > 1;
+        if multi_node && cluster.secret.is_none() {
+            let what = if cluster.join {
+                "--join"
+            } else {
+                "more than one cluster.initial_members entry"
+            };
+            return Err(ConfigError::invalid(
+                "cluster.secret",
+                format!(
+                    "{what} needs a cluster secret (cluster.secret, HEIMDALL_CLUSTER__SECRET or \
+                     cluster.secret_file): without one a node runs a one-node cluster only"
+                ),
+            ));
+        }
+        if !cluster.initial_members.is_empty() {
+            let ids: Vec<String> = cluster.initial_members.keys().map(u64::to_string).collect();
+            match self.node.node_id {
+                Some(id) if cluster.initial_members.contains_key(&id) => {}
+                Some(id) => {
+                    return Err(ConfigError::invalid(
+                        "node.node_id",
+                        format!(
+                            "{id} is not in cluster.initial_members ({})",
+                            ids.join(", ")
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(ConfigError::invalid(
+                        "node.node_id",
+                        format!(
+                            "must be set to this node's id in cluster.initial_members ({})",
+                            ids.join(", ")
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -967,6 +1273,8 @@ mod tests {
             },
             upstream: UpstreamConfig {
                 servers: config.upstream.servers.clone(),
+                // Filled from resolv.conf, so the cluster is not seeded with them.
+                servers_from_resolv_conf: true,
                 ..UpstreamConfig::default()
             },
             ..Config::default()
@@ -1340,6 +1648,172 @@ mod tests {
                 },
                 ..defaults
             }
+        );
+    }
+
+    /// `dns.io_backend` is read from a file, the environment and the flag, in any case, and a
+    /// bad value names the key and the choices.
+    #[test]
+    fn io_backend_key() {
+        use clap::Parser;
+        let config =
+            load_test(Some("[dns]\nio_backend = \"Epoll\"\n"), &[], Cli::default()).expect("file");
+        assert_eq!(config.dns.io_backend, IoBackend::Epoll);
+        let config = load_test(
+            None,
+            &[("HEIMDALL_DNS__IO_BACKEND", "uring")],
+            Cli::default(),
+        )
+        .expect("env");
+        assert_eq!(config.dns.io_backend, IoBackend::Uring);
+        let cli = Cli::try_parse_from(["heimdall", "--io-backend", "epoll"]).expect("flag");
+        let config = load_test(Some("[dns]\nio_backend = \"uring\"\n"), &[], cli).expect("flag");
+        assert_eq!(config.dns.io_backend, IoBackend::Epoll);
+        let message = load_err(Some("[dns]\nio_backend = \"kqueue\"\n"), &[]);
+        assert_contains(
+            &message,
+            &["dns.io_backend", "invalid value \"kqueue\"", "\"uring\""],
+        );
+    }
+
+    /// `[cluster]`, `node.node_id` and `node.grpc_listen` load from file, environment and
+    /// flags; the secret is never shown by `Debug`.
+    #[test]
+    fn cluster_keys() {
+        use clap::Parser;
+        let secret = "a-cluster-secret-of-some-length";
+        let toml = format!(
+            "[node]\nnode_id = 2\ngrpc_listen = \"127.0.0.2:50051\"\n\n[cluster]\n\
+             secret = \"{secret}\"\nelection_timeout_ms = 1500\n\n\
+             [cluster.initial_members]\n1 = \"127.0.0.1:50051\"\n2 = \"127.0.0.2:50051\"\n\
+             3 = \"node3.example:50051\"\n"
+        );
+        let config = load_test(Some(&toml), &[], Cli::default()).expect("file");
+        assert_eq!(config.node.node_id, Some(2));
+        assert_eq!(
+            config.node.grpc_listen,
+            "127.0.0.2:50051".parse().expect("addr")
+        );
+        assert_eq!(config.cluster.election_timeout_ms, 1500);
+        assert_eq!(
+            config.cluster.initial_members.get(&3).map(String::as_str),
+            Some("node3.example:50051")
+        );
+        assert_eq!(
+            config.cluster.secret.as_ref().map(Secret::expose),
+            Some(secret.as_bytes())
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+
+        let config = load_test(
+            None,
+            &[
+                ("HEIMDALL_CLUSTER__SECRET", secret),
+                ("HEIMDALL_NODE__NODE_ID", "1"),
+                (
+                    "HEIMDALL_CLUSTER__INITIAL_MEMBERS",
+                    "1=127.0.0.1:50051, 2=127.0.0.2:50051",
+                ),
+            ],
+            Cli::default(),
+        )
+        .expect("env");
+        assert_eq!(config.cluster.initial_members.len(), 2);
+        assert_eq!(config.node.node_id, Some(1));
+
+        let cli = Cli::try_parse_from(["heimdall", "--grpc-listen", "127.0.0.9:6000", "--join"])
+            .expect("flags");
+        let config = load_test(None, &[("HEIMDALL_CLUSTER__SECRET", secret)], cli).expect("flags");
+        assert!(config.cluster.join);
+        assert_eq!(
+            config.node.grpc_listen,
+            "127.0.0.9:6000".parse().expect("addr")
+        );
+
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "  {secret}  ").expect("write");
+        let toml = format!("[cluster]\nsecret_file = \"{}\"\n", file.path().display());
+        let config = load_test(Some(&toml), &[], Cli::default()).expect("secret file");
+        assert_eq!(
+            config.cluster.secret.as_ref().map(Secret::expose),
+            Some(secret.as_bytes())
+        );
+
+        let defaults = load_test(None, &[], Cli::default()).expect("defaults");
+        assert_eq!(defaults.cluster, ClusterConfig::default());
+        assert_eq!(
+            defaults.node.grpc_listen,
+            "127.0.0.1:50051".parse().expect("addr")
+        );
+    }
+
+    /// Inconsistent cluster settings are errors naming the key.
+    #[test]
+    fn cluster_key_errors() {
+        let members =
+            "[cluster.initial_members]\n1 = \"127.0.0.1:50051\"\n2 = \"127.0.0.2:50051\"\n";
+        let secret = "[cluster]\nsecret = \"a-cluster-secret-of-some-length\"\n";
+        let cases: Vec<(String, Vec<&str>)> = vec![
+            (
+                format!("[node]\nnode_id = 1\n{members}"),
+                vec!["cluster.secret", "needs a cluster secret"],
+            ),
+            (
+                format!("[node]\nnode_id = 5\n{secret}{members}"),
+                vec!["node.node_id", "5 is not in cluster.initial_members (1, 2)"],
+            ),
+            (
+                format!("{secret}{members}"),
+                vec!["node.node_id", "must be set"],
+            ),
+            (
+                "[cluster]\nsecret = \"short\"\n".to_owned(),
+                vec!["cluster.secret", "at least 16 bytes"],
+            ),
+            (
+                "[cluster]\nsecret = \"a-cluster-secret-of-some-length\"\nsecret_file = \"/x\"\n"
+                    .to_owned(),
+                vec!["cluster.secret_file", "not both"],
+            ),
+            (
+                "[cluster]\nsecret_file = \"/nonexistent/secret\"\n".to_owned(),
+                vec!["cluster.secret_file", "cannot read"],
+            ),
+            (
+                format!("[node]\nnode_id = 1\n{secret}join = true\n{members}"),
+                vec!["cluster.join", "must not list"],
+            ),
+            (
+                "[cluster.initial_members]\n1 = \"no-port\"\n".to_owned(),
+                vec!["cluster.initial_members", "invalid address \"no-port\""],
+            ),
+            (
+                "[cluster.initial_members]\nx = \"127.0.0.1:1\"\n".to_owned(),
+                vec!["cluster.initial_members", "invalid node id \"x\""],
+            ),
+            (
+                "[cluster]\nelection_timeout_ms = 10\n".to_owned(),
+                vec!["cluster.election_timeout_ms", "must be >= 30"],
+            ),
+            (
+                "[node]\nnode_id = 0\n".to_owned(),
+                vec!["node.node_id", "must be >= 1"],
+            ),
+            (
+                "[node]\ngrpc_listen = \"127.0.0.1:5353\"\n".to_owned(),
+                vec!["node.grpc_listen", "dns.listen"],
+            ),
+        ];
+        for (toml, parts) in cases {
+            let message = load_err(Some(&toml), &[]);
+            assert_contains(&message, &parts);
+        }
+        let message = load_err(None, &[("HEIMDALL_CLUSTER__JOIN", "true")]);
+        assert_contains(
+            &message,
+            &["cluster.secret", "--join needs a cluster secret"],
         );
     }
 

@@ -1,5 +1,6 @@
 //! Integration harness for Heimdall: a real authoritative upstream ([`auth::AuthServer`]),
-//! real `heimdall` processes ([`node::Node`]), DNS client helpers ([`client`]), unique
+//! real `heimdall` processes ([`node::Node`]), DNS client helpers ([`client`]), a client of the
+//! internal cluster gRPC service and cluster launch helpers ([`cluster`]), unique
 //! loopback addresses ([`addr`]) and condition waits with deadlines ([`wait`]).
 //!
 //! All traffic stays on 127.0.0.0/8; every server binds its own random `127.A.B.C`, so
@@ -8,6 +9,7 @@
 pub mod addr;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod node;
 pub mod wait;
 

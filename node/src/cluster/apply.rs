@@ -1,0 +1,177 @@
+//! Live apply: every committed change to the cluster state reaches this node's query engine
+//! without a restart.
+//!
+//! [`LiveApply`] follows the state machine's published [`ClusterState`] and, on each change,
+//! swaps the upstream list ([`Forwarder::set_upstreams`](crate::upstream::Forwarder)) and the
+//! cache policy ([`Cache::set_policy`](crate::cache::Cache::set_policy)); both are arc-swaps,
+//! so a query in flight finishes on what it started with and none is dropped. Cluster-wide
+//! flushes newer than the last one applied here are applied to the local cache.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use heimdall_wire::MAX_NAME_LEN;
+
+use super::settings::ClusterSettings;
+use super::state::{ClusterState, FlushCatchUp, FlushEpoch, FlushScope};
+use crate::cache::{Cache, KEY_CHECKING_DISABLED, KEY_DNSSEC_OK};
+use crate::config::{Config, RESOLV_CONF, parse_resolv_conf};
+use crate::resolver::Resolver;
+
+/// DNS class IN, the only class the cache holds answers for in practice.
+const CLASS_IN: u16 = 1;
+
+/// Applies cluster state changes to one node's resolver.
+#[derive(Debug)]
+pub struct LiveApply {
+    /// The query engine whose upstreams and cache policy are swapped.
+    resolver: Arc<Resolver>,
+    /// The cluster settings this node's own configuration asks for (what it would seed).
+    file_settings: ClusterSettings,
+    /// The node's configured upstreams, used when the cluster leaves the list empty and
+    /// /etc/resolv.conf has none.
+    node_upstreams: Vec<SocketAddr>,
+    /// The settings last applied (`None`: still running on the node's own file values).
+    applied: Option<ClusterSettings>,
+    /// The last flush epoch applied to the local cache.
+    flush_epoch: u64,
+}
+
+impl LiveApply {
+    /// Starts from the node's configuration; flushes up to `state`'s epoch are taken as done
+    /// (the cache starts empty at process start).
+    pub fn new(
+        resolver: Arc<Resolver>,
+        config: &Config,
+        file_settings: ClusterSettings,
+        state: &ClusterState,
+    ) -> Self {
+        Self {
+            resolver,
+            file_settings,
+            node_upstreams: config.upstream.servers.clone(),
+            applied: None,
+            flush_epoch: state.flush_epoch,
+        }
+    }
+
+    /// Applies `state`: settings when they changed (and once seeded), then new flushes.
+    pub fn apply(&mut self, state: &ClusterState) {
+        if state.version > 0 && self.applied.as_ref() != Some(&state.settings) {
+            if self.applied.is_none() {
+                self.report_ignored_file_values(&state.settings, state.version);
+            }
+            self.apply_settings(&state.settings, state.version);
+            self.applied = Some(state.settings.clone());
+        }
+        if state.flush_epoch > self.flush_epoch {
+            match state.flushes_after(self.flush_epoch) {
+                FlushCatchUp::All => {
+                    tracing::info!(
+                        epoch = state.flush_epoch,
+                        "flush epochs were missed: clearing the whole cache"
+                    );
+                    self.resolver.cache().clear();
+                }
+                FlushCatchUp::Flushes(flushes) => {
+                    for flush in flushes {
+                        self.apply_flush(flush);
+                    }
+                }
+            }
+            self.flush_epoch = state.flush_epoch;
+        }
+    }
+
+    /// Logs, once, which of this node's file values the cluster's settings override.
+    fn report_ignored_file_values(&self, cluster: &ClusterSettings, version: u64) {
+        let changes = self.file_settings.diff(cluster);
+        if changes.is_empty() {
+            return;
+        }
+        let listed: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{} (file {}, cluster {})", c.key, c.old, c.new))
+            .collect();
+        tracing::warn!(
+            version,
+            "the cluster's settings win over this node's configuration file; ignoring: {}",
+            listed.join("; ")
+        );
+    }
+
+    /// Swaps in the upstreams and the cache policy of `settings`.
+    fn apply_settings(&self, settings: &ClusterSettings, version: u64) {
+        let upstreams = if settings.upstreams.is_empty() {
+            let text = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+            let from_resolv = parse_resolv_conf(&text);
+            if from_resolv.is_empty() {
+                self.node_upstreams.clone()
+            } else {
+                from_resolv
+            }
+        } else {
+            settings.upstreams.clone()
+        };
+        let forwarder = self.resolver.forwarder();
+        if forwarder.upstream_addrs() != upstreams {
+            forwarder.set_upstreams(&upstreams);
+            tracing::info!(version, upstreams = ?upstreams, "upstreams applied");
+        }
+        let cache = self.resolver.cache();
+        let policy = settings.cache_policy();
+        if *cache.policy() != policy {
+            cache.set_policy(policy);
+            tracing::info!(version, cache = ?settings.cache, "cache policy applied");
+        }
+    }
+
+    /// Removes what one flush covers from the local cache.
+    ///
+    /// The cache can remove exact keys or everything: a flush of one name and type removes
+    /// its four key variants (DO and CD bits); a flush by name, subtree or type clears the
+    /// whole cache, which over-flushes but never keeps what should go.
+    fn apply_flush(&self, flush: &FlushEpoch) {
+        let cache = self.resolver.cache();
+        match &flush.scope {
+            FlushScope::NameType(name, qtype) => {
+                let removed = flush_name_type(cache, name, *qtype);
+                tracing::info!(epoch = flush.epoch, name, qtype, removed, "flush applied");
+            }
+            scope => {
+                cache.clear();
+                tracing::info!(epoch = flush.epoch, ?scope, "flush applied (whole cache)");
+            }
+        }
+    }
+}
+
+/// Removes the entries of `name`/`qtype` (class IN, every DO/CD variant); how many existed.
+fn flush_name_type(cache: &Cache, name: &str, qtype: u16) -> usize {
+    let mut wire = [0u8; MAX_NAME_LEN];
+    let Ok(len) = heimdall_wire::name_from_str(name, &mut wire) else {
+        return 0;
+    };
+    let Some(name) = wire.get(..len) else {
+        return 0;
+    };
+    // Label lengths are below 64, so lower-casing the wire form only touches letters.
+    let mut key = name.to_ascii_lowercase();
+    key.extend_from_slice(&qtype.to_be_bytes());
+    key.extend_from_slice(&CLASS_IN.to_be_bytes());
+    let flags = [
+        0,
+        KEY_DNSSEC_OK,
+        KEY_CHECKING_DISABLED,
+        KEY_DNSSEC_OK | KEY_CHECKING_DISABLED,
+    ];
+    let mut removed = 0;
+    for flag in flags {
+        key.push(flag);
+        if cache.remove(&key) {
+            removed += 1;
+        }
+        key.pop();
+    }
+    removed
+}

@@ -1,0 +1,102 @@
+//! Internal Raft RPCs without the cluster's HMAC are refused and counted.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, ensure};
+use heimdall_node::cluster::network::method;
+use heimdall_tests::cluster::{ClusterClient, ClusterSpec, set_command, wait_leader};
+use heimdall_tests::{Node, dead_addr};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::{CommittedLeaderId, LogId, Vote};
+
+use heimdall_node::cluster::TypeConfig;
+
+use crate::{CONVERGE, serial, show_logs_on_error};
+
+/// Vote and AppendEntries with no HMAC or one made with another secret get UNAUTHENTICATED,
+/// are counted, and change nothing (term, leader, settings); so do forged writes.
+#[test]
+fn unauthenticated_raft_rpcs_are_rejected() -> Result<()> {
+    let _serial = serial();
+    let spec = ClusterSpec::new(3)?;
+    let nodes = spec.start_all()?;
+    let result = body(&spec, &nodes);
+    show_logs_on_error(result, &nodes)
+}
+
+/// The test proper, over running nodes.
+fn body(spec: &ClusterSpec, nodes: &BTreeMap<u64, Node>) -> Result<()> {
+    let good = ClusterClient::with_test_secret()?;
+    let ids: Vec<u64> = nodes.keys().copied().collect();
+    let (leader, took) = wait_leader(&good, spec, &ids, CONVERGE)?;
+    println!("leader node {leader} after {took:?}");
+    let target = spec.grpc(2)?;
+    let before = good.metrics(target)?;
+    let settings_before = good.state(target, true)?;
+
+    // A vote for a made-up candidate in a far higher term: accepted, it would depose the
+    // leader. An AppendEntries from a made-up leader: accepted, it would rewrite the log.
+    let vote = VoteRequest::new(Vote::new(before.current_term + 100, 77), None);
+    let vote_json = serde_json::to_vec(&vote)?;
+    let append = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(before.current_term + 100, 77),
+        prev_log_id: Some(LogId::new(
+            CommittedLeaderId::new(before.current_term, 1),
+            1,
+        )),
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let append_json = serde_json::to_vec(&append)?;
+
+    let unsigned = ClusterClient::new(None)?;
+    let wrong = ClusterClient::new(Some("not-the-cluster-secret-at-all"))?;
+    let mut refused = 0;
+    for (who, client) in [("no HMAC", &unsigned), ("wrong secret", &wrong)] {
+        for (name, method, json) in [
+            ("Vote", method::VOTE, &vote_json),
+            ("AppendEntries", method::APPEND_ENTRIES, &append_json),
+        ] {
+            let result = client.raw_raft_call(target, method, json)?;
+            ensure!(
+                result == Err(tonic::Code::Unauthenticated),
+                "{name} with {who}: expected UNAUTHENTICATED, got {result:?}"
+            );
+            println!("{name} with {who}: UNAUTHENTICATED");
+            refused += 1;
+        }
+        let forged = dead_addr(53)?.to_string();
+        let write = client.write(target, &set_command("upstreams", &forged));
+        ensure!(
+            write
+                .as_ref()
+                .is_err_and(|e| format!("{e:#}").contains("Unauthenticated")),
+            "a forged write with {who}: {write:?}"
+        );
+        refused += 1;
+    }
+
+    let after = good.metrics(target)?;
+    ensure!(
+        after.auth_failures >= before.auth_failures + refused,
+        "auth failures counted: {} -> {} (expected +{refused})",
+        before.auth_failures,
+        after.auth_failures
+    );
+    ensure!(
+        after.current_term == before.current_term && after.leader_id == Some(leader),
+        "term/leader changed: {before:?} -> {after:?}"
+    );
+    let settings_after = good.state(target, true)?;
+    ensure!(
+        settings_after.version == settings_before.version
+            && settings_after.settings == settings_before.settings,
+        "settings changed"
+    );
+    println!(
+        "node 2 counted {} refused RPCs; term {} and leader {leader} unchanged",
+        after.auth_failures - before.auth_failures,
+        after.current_term
+    );
+    Ok(())
+}
