@@ -202,6 +202,15 @@ impl UdpBackend {
     }
 }
 
+/// Whether this binary and kernel can run the io_uring UDP backend; Err says why not
+/// (built without the `uring` feature, or the probe failed, e.g. under a seccomp filter).
+pub fn io_uring_available() -> Result<(), String> {
+    #[cfg(feature = "uring")]
+    return uring::probe();
+    #[cfg(not(feature = "uring"))]
+    Err("this binary was built without the `uring` feature".to_owned())
+}
+
 /// Decide the UDP loop for `dns.io_backend`: io_uring when asked for (or `auto`), compiled in
 /// and the probe succeeds; otherwise epoll, logged (INFO for `auto`, WARN when `uring` was
 /// asked for). Never fails: the node always starts.
@@ -209,13 +218,10 @@ pub fn choose_backend(requested: IoBackend) -> UdpBackend {
     if requested == IoBackend::Epoll {
         return UdpBackend::Epoll;
     }
-    #[cfg(feature = "uring")]
-    let reason = match uring::probe() {
+    let reason = match io_uring_available() {
         Ok(()) => return UdpBackend::Uring,
         Err(reason) => reason,
     };
-    #[cfg(not(feature = "uring"))]
-    let reason = "this binary was built without the `uring` feature".to_owned();
     if requested == IoBackend::Uring {
         tracing::warn!(
             "dns.io_backend is uring but io_uring is unavailable ({reason}), using epoll"
