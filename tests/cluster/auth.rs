@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, ensure};
 use heimdall_node::cluster::network::method;
 use heimdall_tests::cluster::{ClusterClient, ClusterSpec, set_command, wait_leader};
-use heimdall_tests::{Node, dead_addr};
+use heimdall_tests::{Node, dead_addr, wait_until};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, LogId, Vote};
 
@@ -31,6 +31,10 @@ fn body(spec: &ClusterSpec, nodes: &BTreeMap<u64, Node>) -> Result<()> {
     let (leader, took) = wait_leader(&good, spec, &ids, CONVERGE)?;
     println!("leader node {leader} after {took:?}");
     let target = spec.grpc(2)?;
+    // The bootstrapping node seeds version 1 once it leads; compare against that.
+    wait_until(CONVERGE, "the seeded settings on node 2", || {
+        good.state(target, false).is_ok_and(|s| s.version >= 1)
+    })?;
     let before = good.metrics(target)?;
     let settings_before = good.state(target, true)?;
 

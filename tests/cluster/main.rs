@@ -10,6 +10,7 @@ mod auth;
 mod bootstrap;
 mod failover;
 mod live;
+mod membership;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -17,12 +17,12 @@ use heimdall_node::cluster::{ClusterState, Command, CommandResponse};
 use heimdall_node::config::Secret;
 use heimdall_proto::v1::raft_service_client::RaftServiceClient;
 use heimdall_proto::v1::{
-    ClientWriteRequest, MembersReply, MembersRequest, MetricsReply, MetricsRequest, RaftPayload,
-    RaftReply, StateRequest,
+    ChangeMembershipRequest, ClientWriteRequest, JoinRequest, Member, MembersReply, MembersRequest,
+    MembershipReply, MetricsReply, MetricsRequest, RaftPayload, RaftReply, StateRequest,
 };
 use tonic::transport::Channel;
 
-use crate::addr::unique_addr;
+use crate::addr::{dead_addr, unique_addr};
 use crate::node::{NODE_DNS_PORT, NODE_GRPC_PORT, Node, NodeOpts};
 
 /// The cluster secret the test clusters share.
@@ -148,6 +148,62 @@ impl ClusterClient {
         Ok(serde_json::from_slice(&reply.state_json)?)
     }
 
+    /// Asks the leader at `addr` to add node `id` (gRPC at `grpc`, DNS at `dns`) as a
+    /// learner, wait for it to catch up and make it a voter.
+    pub fn join(
+        &self,
+        addr: SocketAddr,
+        id: u64,
+        grpc: SocketAddr,
+        dns: SocketAddr,
+    ) -> Result<MembershipReply> {
+        let member = Member {
+            id,
+            grpc_addr: grpc.to_string(),
+            dns_addr: dns.to_string(),
+            gossip_addr: String::new(),
+            voter: true,
+        };
+        let request = self.request(
+            method::JOIN,
+            JoinRequest {
+                member: Some(member),
+            },
+        );
+        Ok(self
+            .runtime
+            .block_on(async { Self::client(addr)?.join(request).await.map_err(status) })
+            .with_context(|| format!("Join through {addr}"))?
+            .into_inner())
+    }
+
+    /// Asks the leader at `addr` to make exactly `voters` the voters (removed voters are
+    /// dropped from the cluster unless `retain`).
+    pub fn change_membership(
+        &self,
+        addr: SocketAddr,
+        voters: &[u64],
+        retain: bool,
+    ) -> Result<MembershipReply> {
+        let request = self.request(
+            method::CHANGE_MEMBERSHIP,
+            ChangeMembershipRequest {
+                voters: voters.to_vec(),
+                retain,
+            },
+        );
+        Ok(self
+            .runtime
+            .block_on(async {
+                Self::client(addr)?
+                    .change_membership(request)
+                    .await
+                    .map_err(status)
+            })
+            .with_context(|| format!("ChangeMembership through {addr}"))?
+            .into_inner())
+    }
+
     /// Sends a raw Vote or AppendEntries (`method`) carrying `json`, signed by this client;
     /// returns the gRPC status code on failure.
     pub fn raw_raft_call(
@@ -207,7 +263,8 @@ pub struct ClusterSpec {
     pub dns: BTreeMap<u64, SocketAddr>,
     /// The secret the nodes share.
     pub secret: String,
-    /// Upstreams every node is started with (its file values).
+    /// Upstreams every node is started with (its file values); by default one dead loopback
+    /// address.
     pub upstreams: Vec<SocketAddr>,
     /// More `[cluster]`-independent TOML appended to every node's config.
     pub extra_toml: String,
@@ -223,7 +280,9 @@ impl ClusterSpec {
         Ok(Self {
             dns,
             secret: TEST_SECRET.to_owned(),
-            upstreams: Vec::new(),
+            // A dead loopback upstream, so no query ever leaves the machine (a node without
+            // upstreams would forward to /etc/resolv.conf's nameservers).
+            upstreams: vec![dead_addr(53)?],
             extra_toml: String::new(),
         })
     }
@@ -247,6 +306,14 @@ impl ClusterSpec {
              [cluster.initial_members]\n{members}\n{}",
             self.secret, TEST_ELECTION_TIMEOUT_MS, self.extra_toml
         ))
+    }
+
+    /// The config file of a node that is not in `initial_members` and starts with `--join`.
+    pub fn joiner_toml(&self, id: u64) -> String {
+        format!(
+            "[node]\nnode_id = {id}\n\n[cluster]\nsecret = \"{}\"\nelection_timeout_ms = {}\njoin = true\n{}",
+            self.secret, TEST_ELECTION_TIMEOUT_MS, self.extra_toml
+        )
     }
 
     /// Starts node `id` (DNS ready; Raft may still be electing).

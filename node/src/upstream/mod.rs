@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 /// RCODE of a SERVFAIL answer.
@@ -82,8 +83,9 @@ pub struct ForwarderStats {
 /// identical questions in flight into one upstream exchange.
 #[derive(Debug)]
 pub struct Forwarder {
-    /// The upstream servers with their health.
-    pool: UpstreamPool,
+    /// The upstream servers with their health; swapped whole when the list changes, so a
+    /// resolution in flight keeps the list it started with.
+    pool: ArcSwap<UpstreamPool>,
     /// Questions in flight, so identical ones share one exchange.
     inflight: Inflight,
     /// Per-attempt and total deadlines.
@@ -105,7 +107,7 @@ impl Forwarder {
     /// Create a forwarder over the given upstream addresses.
     pub fn new(upstreams: &[SocketAddr], timeouts: ForwarderTimeouts) -> Forwarder {
         Forwarder {
-            pool: UpstreamPool::new(upstreams),
+            pool: ArcSwap::from_pointee(UpstreamPool::new(upstreams)),
             inflight: Inflight::default(),
             timeouts,
             stats: ForwarderStats::default(),
@@ -119,7 +121,19 @@ impl Forwarder {
 
     /// Health and latency of every upstream.
     pub fn upstreams(&self) -> Vec<UpstreamSnapshot> {
-        self.pool.snapshot()
+        self.pool.load().snapshot()
+    }
+
+    /// The current upstream addresses, in configuration order.
+    pub fn upstream_addrs(&self) -> Vec<SocketAddr> {
+        self.pool.load().addrs()
+    }
+
+    /// Replace the upstream list, live. Upstreams present before and after keep their health
+    /// and latency; resolutions already in flight finish on the list they started with, so no
+    /// query is dropped or failed by the swap.
+    pub fn set_upstreams(&self, upstreams: &[SocketAddr]) {
+        self.pool.rcu(|current| current.with_upstreams(upstreams));
     }
 
     /// Resolve `question` upstream. Identical questions in flight share one exchange; the
@@ -141,7 +155,7 @@ impl Forwarder {
     async fn forward(&self, question: &Question) -> Result<Arc<Answer>, ForwardError> {
         let start = Instant::now();
         let deadline = start + self.timeouts.total;
-        let order = self.pool.order();
+        let order = self.pool.load().order();
         if order.is_empty() {
             return Err(ForwardError::NoUpstream);
         }
@@ -192,5 +206,28 @@ impl Forwarder {
             elapsed_ms: start.elapsed().as_millis() as u64,
             last,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `set_upstreams` replaces the list the next resolution uses.
+    #[test]
+    fn set_upstreams_swaps_the_list() {
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let timeouts = ForwarderTimeouts {
+            attempt: Duration::from_millis(100),
+            total: Duration::from_millis(300),
+        };
+        let forwarder = Forwarder::new(&[addr(1), addr(2)], timeouts);
+        let before = forwarder.pool.load_full();
+        forwarder.set_upstreams(&[addr(2), addr(3)]);
+        assert_eq!(forwarder.upstream_addrs(), vec![addr(2), addr(3)]);
+        // A resolution that loaded the old pool still sees its own list.
+        assert_eq!(before.addrs(), vec![addr(1), addr(2)]);
+        forwarder.set_upstreams(&[]);
+        assert!(forwarder.upstreams().is_empty());
     }
 }

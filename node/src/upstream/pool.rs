@@ -139,6 +139,26 @@ impl UpstreamPool {
         }
     }
 
+    /// A pool over `addrs` that keeps the health state of the upstreams already in this one.
+    pub fn with_upstreams(&self, addrs: &[SocketAddr]) -> UpstreamPool {
+        UpstreamPool {
+            upstreams: addrs
+                .iter()
+                .map(|a| {
+                    self.upstreams
+                        .iter()
+                        .find(|u| u.addr == *a)
+                        .map_or_else(|| Arc::new(Upstream::new(*a)), Arc::clone)
+                })
+                .collect(),
+        }
+    }
+
+    /// The upstream addresses, in configuration order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.upstreams.iter().map(|u| u.addr).collect()
+    }
+
     /// The order to try upstreams in: healthy ones by smoothed RTT (fastest first), then the
     /// ones in backoff (still tried when every healthy one fails, which doubles as a probe).
     pub fn order(&self) -> Vec<Arc<Upstream>> {
@@ -171,6 +191,21 @@ mod tests {
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// A new list keeps the health of the upstreams it shares with the old one.
+    #[test]
+    fn new_list_keeps_shared_health() {
+        let pool = UpstreamPool::new(&[addr(1), addr(2)]);
+        for _ in 0..FAILURES_BEFORE_BACKOFF {
+            pool.upstreams[1].record_failure();
+        }
+        let next = pool.with_upstreams(&[addr(2), addr(3)]);
+        assert_eq!(next.addrs(), vec![addr(2), addr(3)]);
+        let snap = next.snapshot();
+        assert!(!snap[0].healthy, "addr 2 keeps its backoff");
+        assert!(snap[1].healthy, "addr 3 starts healthy");
+        assert!(Arc::ptr_eq(&next.upstreams[0], &pool.upstreams[1]));
     }
 
     /// The fastest healthy upstream is tried first.
