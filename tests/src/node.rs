@@ -160,6 +160,20 @@ fn build_heimdall() -> Result<PathBuf> {
         .join("heimdall"))
 }
 
+/// Whether the options give the node an upstream by flag, variable or config file.
+fn names_an_upstream(opts: &NodeOpts) -> bool {
+    !opts.upstreams.is_empty()
+        || opts.extra_args.iter().any(|a| a.starts_with("--upstream"))
+        || opts
+            .env
+            .iter()
+            .any(|(k, _)| k == "HEIMDALL_UPSTREAM__SERVERS")
+        || opts
+            .config_toml
+            .as_deref()
+            .is_some_and(|t| t.contains("servers"))
+}
+
 /// Run `heimdall` with exactly these arguments and environment, e.g. to test config errors.
 /// A process still running after [`RUN_DEADLINE`] is killed (its output is still returned).
 pub fn run_heimdall(args: &[String], env: &[(String, String)]) -> Result<Output> {
@@ -382,6 +396,11 @@ fn spawn(dir: &Path, dns: SocketAddr, grpc: SocketAddr, opts: &NodeOpts) -> Resu
     cmd.arg("--dns-listen").arg(dns.to_string());
     for upstream in &opts.upstreams {
         cmd.arg("--upstream").arg(upstream.to_string());
+    }
+    if !names_an_upstream(opts) {
+        // Never let a test node fall back to /etc/resolv.conf: its nameserver is not on
+        // loopback, and tests send traffic only to 127.0.0.0/8.
+        cmd.arg("--upstream").arg(crate::dead_addr(53)?.to_string());
     }
     if !opts
         .extra_args
