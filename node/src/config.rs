@@ -312,7 +312,7 @@ pub struct LogConfig {
     /// Output format, `text` or `json`. Default `text`.
     pub format: LogFormat,
     /// Log filter, a tracing `EnvFilter` directive such as `info` or `info,heimdall_node=debug`;
-    /// `RUST_LOG` overrides it. Default `"info"`.
+    /// `RUST_LOG` overrides it. Default `"info,openraft=warn"` (openraft is chatty at info).
     pub level: String,
 }
 
@@ -320,7 +320,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            level: "info".to_owned(),
+            level: "info,openraft=warn".to_owned(),
         }
     }
 }
