@@ -223,3 +223,85 @@ fn edns_version_1_gets_badvers() -> Result<()> {
         Ok(())
     })
 }
+
+/// Read from `stream` until the peer closes it (Ok(true)) or `limit` passes (Ok(false)).
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Result<bool> {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(true),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(false)
+}
+
+/// The TCP connection limit holds (a connection over `dns.tcp_max_connections` is closed at
+/// once while the others stay open), and an idle connection is closed after
+/// `dns.tcp_idle_timeout_ms`, which frees its place for a new client.
+#[test]
+fn tcp_connection_limit_and_idle_timeout() -> Result<()> {
+    let opts = heimdall_tests::NodeOpts {
+        env: vec![
+            ("HEIMDALL_DNS__TCP_MAX_CONNECTIONS".into(), "2".into()),
+            ("HEIMDALL_DNS__TCP_IDLE_TIMEOUT_MS".into(), "1500".into()),
+        ],
+        ..heimdall_tests::NodeOpts::default()
+    };
+    let setup = Setup::with(crate::zone(), opts)?;
+    setup.run(|s| {
+        let addr = s.node.dns_addr();
+        let mut first = std::net::TcpStream::connect(addr)?;
+        let mut second = std::net::TcpStream::connect(addr)?;
+        // Both are served: a query on each is answered.
+        for stream in [&mut first, &mut second] {
+            let reply = heimdall_tests::client::exchange_on(
+                stream,
+                &build_query("www.example.test.", RecordType::A, None, false)?,
+            )?;
+            ensure!(reply.response_code == ResponseCode::NoError, "{reply}");
+        }
+        let opened = Instant::now();
+        let mut third = std::net::TcpStream::connect(addr)?;
+        ensure!(
+            closed_within(&mut third, Duration::from_secs(2))?,
+            "a third connection over the limit of 2 stayed open"
+        );
+        println!(
+            "third connection closed {:?} after connecting (limit 2)",
+            opened.elapsed()
+        );
+
+        // The idle ones are closed by the idle timeout (1.5 s), not before.
+        let idle_from = Instant::now();
+        ensure!(
+            closed_within(&mut first, Duration::from_secs(10))?,
+            "idle connection never closed"
+        );
+        let idle = idle_from.elapsed();
+        println!("idle connection closed after {idle:?} (timeout 1.5 s)");
+        ensure!(
+            idle >= Duration::from_millis(1000),
+            "closed after {idle:?}, before the idle timeout"
+        );
+        ensure!(
+            closed_within(&mut second, Duration::from_secs(10))?,
+            "second idle connection never closed"
+        );
+
+        // Their places are free again.
+        let reply = query_tcp(addr, "www.example.test.", RecordType::A, None, false)?;
+        ensure!(reply.response_code == ResponseCode::NoError, "{reply}");
+        Ok(())
+    })
+}

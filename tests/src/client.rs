@@ -183,6 +183,18 @@ pub fn exchange_tcp(addr: SocketAddr, query: &Message, timeout: Duration) -> Res
     Ok(reply)
 }
 
+/// Send `query` on an open TCP connection and read its reply (RFC 7766 framing).
+pub fn exchange_on(stream: &mut TcpStream, query: &Message) -> Result<Message> {
+    stream.write_all(&frame(&query.to_vec()?)?)?;
+    let bytes = read_frame(stream).context("reading the TCP reply")?;
+    let reply = Message::from_vec(&bytes).context("decoding the TCP reply")?;
+    ensure!(
+        matches(query, &reply),
+        "TCP reply does not match the query: {reply}"
+    );
+    Ok(reply)
+}
+
 /// Write all `queries` (length-prefixed) to one TCP connection in a single write, then
 /// read as many replies; returns them in query order (they may arrive in any order).
 pub fn tcp_pipeline(

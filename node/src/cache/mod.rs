@@ -103,6 +103,56 @@ enum Probe<R> {
     Dead,
 }
 
+/// What a flush removes. Names are uncompressed wire form, lower-cased (as in cache keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushTarget<'a> {
+    /// Every entry.
+    All,
+    /// Every type of exactly this name.
+    Name(&'a [u8]),
+    /// This name and every name below it.
+    Subtree(&'a [u8]),
+    /// Every name of this type.
+    Type(u16),
+    /// This name with this type.
+    NameType(&'a [u8], u16),
+}
+
+impl FlushTarget<'_> {
+    /// Whether the entry under `key` (name || type || class || flags) is covered.
+    fn covers(&self, key: &[u8]) -> bool {
+        let Some(name_len) = key.len().checked_sub(5) else {
+            return false;
+        };
+        let (name, rest) = key.split_at(name_len);
+        let qtype = u16::from_be_bytes([rest[0], rest[1]]);
+        match *self {
+            FlushTarget::All => true,
+            FlushTarget::Name(n) => name == n,
+            FlushTarget::Subtree(n) => in_subtree(name, n),
+            FlushTarget::Type(t) => qtype == t,
+            FlushTarget::NameType(n, t) => name == n && qtype == t,
+        }
+    }
+}
+
+/// Whether wire name `name` equals `apex` or lies below it (the suffix must start at a
+/// label boundary: `xexample.test` is not below `example.test`).
+fn in_subtree(name: &[u8], apex: &[u8]) -> bool {
+    let Some(start) = name.len().checked_sub(apex.len()) else {
+        return false;
+    };
+    if name.get(start..) != Some(apex) {
+        return false;
+    }
+    // Walk the labels from the front until the suffix's offset is reached or passed.
+    let mut at = 0;
+    while at < start {
+        at += 1 + usize::from(name[at]);
+    }
+    at == start
+}
+
 /// The answer cache, shared by every worker (`Send + Sync`, wrap it in an `Arc`).
 #[derive(Debug)]
 pub struct Cache {
@@ -239,6 +289,18 @@ impl Cache {
         self.store.clear();
     }
 
+    /// Remove the entries `target` covers (every DO/CD variant and class); returns how many.
+    pub fn flush(&self, target: FlushTarget<'_>) -> usize {
+        match target {
+            FlushTarget::All => {
+                let n = self.store.len();
+                self.store.clear();
+                n
+            }
+            target => self.store.remove_matching(|key| target.covers(key)),
+        }
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.store.len()
@@ -315,6 +377,86 @@ mod tests {
         let k = key(qname);
         cache.insert(&k, e, ttl, now);
         k
+    }
+
+    /// The cache key of `qname` with type `qtype`, class IN, no DO/CD.
+    fn key_of(qname: &str, qtype: u16) -> Vec<u8> {
+        let mut k = key(qname);
+        let at = k.len() - 5;
+        k[at..at + 2].copy_from_slice(&qtype.to_be_bytes());
+        k
+    }
+
+    /// Flushes by name, subtree, type and name+type remove exactly what they cover: a
+    /// subtree flush stops at label boundaries and keeps sibling zones.
+    #[test]
+    fn flush_targets_remove_exactly_what_they_cover() {
+        let now = Instant::now();
+        let names = [
+            "example.test",
+            "a.example.test",
+            "b.a.example.test",
+            "xexample.test",
+            "other.test",
+        ];
+        let fill = |cache: &Cache| {
+            cache.clear();
+            for n in names {
+                for t in [rtype::A, rtype::MX] {
+                    let (e, ttl) = entry(cache, &a_response(n, 300), now);
+                    cache.insert(&key_of(n, t), e, ttl, now);
+                }
+            }
+            assert_eq!(cache.len(), names.len() * 2);
+        };
+        let present =
+            |cache: &Cache, n: &str, t: u16| probe(cache, &key_of(n, t), now, false).is_some();
+        let wire = |n: &str| super::testutil::wire_name(n);
+        let cache = Cache::new(1 << 20, CachePolicy::default());
+
+        fill(&cache);
+        let apex = wire("example.test");
+        assert_eq!(cache.flush(FlushTarget::Subtree(&apex)), 6);
+        for n in ["example.test", "a.example.test", "b.a.example.test"] {
+            assert!(
+                !present(&cache, n, rtype::A) && !present(&cache, n, rtype::MX),
+                "{n}"
+            );
+        }
+        for n in ["xexample.test", "other.test"] {
+            assert!(
+                present(&cache, n, rtype::A) && present(&cache, n, rtype::MX),
+                "{n}"
+            );
+        }
+
+        fill(&cache);
+        let a_name = wire("a.example.test");
+        assert_eq!(cache.flush(FlushTarget::Name(&a_name)), 2);
+        assert!(!present(&cache, "a.example.test", rtype::MX));
+        assert!(present(&cache, "b.a.example.test", rtype::A));
+
+        fill(&cache);
+        assert_eq!(cache.flush(FlushTarget::Type(rtype::MX)), names.len());
+        assert!(
+            names
+                .iter()
+                .all(|n| present(&cache, n, rtype::A) && !present(&cache, n, rtype::MX))
+        );
+
+        fill(&cache);
+        assert_eq!(cache.flush(FlushTarget::NameType(&a_name, rtype::A)), 1);
+        assert!(
+            !present(&cache, "a.example.test", rtype::A)
+                && present(&cache, "a.example.test", rtype::MX)
+        );
+
+        let root = wire(".");
+        assert_eq!(
+            cache.flush(FlushTarget::Subtree(&root)),
+            names.len() * 2 - 1
+        );
+        assert!(cache.is_empty());
     }
 
     /// What a lookup returns: the freshness, or None on a miss.

@@ -391,17 +391,30 @@ impl<V: Weighted + 'static> Store<V> {
 
     /// Remove every value.
     pub fn clear(&self) {
+        self.remove_matching(|_| true);
+    }
+
+    /// Remove every value whose key `pred` accepts, one shard at a time (each shard's lock is
+    /// held while its slots are scanned); returns how many were removed.
+    pub fn remove_matching(&self, mut pred: impl FnMut(&[u8]) -> bool) -> usize {
         let map = self.map.pin();
+        let mut removed = 0;
         for index in 0..self.shards.len() {
             let mut shard = self.lock_shard(index);
             let (bytes_before, live_before) = (shard.bytes, shard.live);
             for slot in 0..shard.slots.len() as u32 {
-                if shard.slots[slot as usize].occupant.is_some() {
+                let matched = shard.slots[slot as usize]
+                    .occupant
+                    .as_ref()
+                    .is_some_and(|o| pred(&o.key));
+                if matched {
                     shard.remove_index(&map, slot);
+                    removed += 1;
                 }
             }
             self.account(bytes_before, live_before, shard.bytes, shard.live);
         }
+        removed
     }
 
     /// Number of stored values.

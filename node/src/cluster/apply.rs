@@ -14,12 +14,9 @@ use heimdall_wire::MAX_NAME_LEN;
 
 use super::settings::ClusterSettings;
 use super::state::{ClusterState, FlushCatchUp, FlushEpoch, FlushScope};
-use crate::cache::{Cache, KEY_CHECKING_DISABLED, KEY_DNSSEC_OK};
+use crate::cache::FlushTarget;
 use crate::config::{Config, RESOLV_CONF, parse_resolv_conf};
 use crate::resolver::Resolver;
-
-/// DNS class IN, the only class the cache holds answers for in practice.
-const CLASS_IN: u16 = 1;
 
 /// Applies cluster state changes to one node's resolver.
 #[derive(Debug)]
@@ -126,52 +123,31 @@ impl LiveApply {
         }
     }
 
-    /// Removes what one flush covers from the local cache.
-    ///
-    /// The cache can remove exact keys or everything: a flush of one name and type removes
-    /// its four key variants (DO and CD bits); a flush by name, subtree or type clears the
-    /// whole cache, which over-flushes but never keeps what should go.
+    /// Removes what one flush covers from the local cache (every DO/CD variant).
     fn apply_flush(&self, flush: &FlushEpoch) {
         let cache = self.resolver.cache();
-        match &flush.scope {
-            FlushScope::NameType(name, qtype) => {
-                let removed = flush_name_type(cache, name, *qtype);
-                tracing::info!(epoch = flush.epoch, name, qtype, removed, "flush applied");
-            }
-            scope => {
-                cache.clear();
-                tracing::info!(epoch = flush.epoch, ?scope, "flush applied (whole cache)");
-            }
-        }
+        let mut wire = [0u8; MAX_NAME_LEN];
+        let mut lower = |name: &str| -> Option<usize> {
+            let len = heimdall_wire::name_from_str(name, &mut wire).ok()?;
+            wire.get_mut(..len)?.make_ascii_lowercase();
+            Some(len)
+        };
+        let removed = match &flush.scope {
+            FlushScope::All => cache.flush(FlushTarget::All),
+            FlushScope::Type(qtype) => cache.flush(FlushTarget::Type(*qtype)),
+            FlushScope::Name(name) => match lower(name) {
+                Some(len) => cache.flush(FlushTarget::Name(&wire[..len])),
+                None => 0,
+            },
+            FlushScope::Subtree(name) => match lower(name) {
+                Some(len) => cache.flush(FlushTarget::Subtree(&wire[..len])),
+                None => 0,
+            },
+            FlushScope::NameType(name, qtype) => match lower(name) {
+                Some(len) => cache.flush(FlushTarget::NameType(&wire[..len], *qtype)),
+                None => 0,
+            },
+        };
+        tracing::info!(epoch = flush.epoch, scope = ?flush.scope, removed, "flush applied");
     }
-}
-
-/// Removes the entries of `name`/`qtype` (class IN, every DO/CD variant); how many existed.
-fn flush_name_type(cache: &Cache, name: &str, qtype: u16) -> usize {
-    let mut wire = [0u8; MAX_NAME_LEN];
-    let Ok(len) = heimdall_wire::name_from_str(name, &mut wire) else {
-        return 0;
-    };
-    let Some(name) = wire.get(..len) else {
-        return 0;
-    };
-    // Label lengths are below 64, so lower-casing the wire form only touches letters.
-    let mut key = name.to_ascii_lowercase();
-    key.extend_from_slice(&qtype.to_be_bytes());
-    key.extend_from_slice(&CLASS_IN.to_be_bytes());
-    let flags = [
-        0,
-        KEY_DNSSEC_OK,
-        KEY_CHECKING_DISABLED,
-        KEY_DNSSEC_OK | KEY_CHECKING_DISABLED,
-    ];
-    let mut removed = 0;
-    for flag in flags {
-        key.push(flag);
-        if cache.remove(&key) {
-            removed += 1;
-        }
-        key.pop();
-    }
-    removed
 }
