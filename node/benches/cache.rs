@@ -1,6 +1,6 @@
-//! Micro-benchmarks of the cache-hit path: key building, the hash the store keys its shards and
-//! maps with (and faster keyed candidates), `Cache::lookup` + `Entry::write_response`, and the
-//! whole `Resolver::process` on a hit.
+//! Micro-benchmarks of the cache-hit path: key building, the keyed hash the store uses for its
+//! read-side map and its shards (std's SipHash-1-3 against faster keyed candidates),
+//! `Cache::lookup` + `Entry::write_response`, and the whole `Resolver::process` on a hit.
 //!
 //! `cargo bench -p heimdall-node --bench cache` runs them under criterion (`-- <filter>` selects
 //! some). For repeatable instruction counts, set `BENCH_ITERS` and run the bench executable

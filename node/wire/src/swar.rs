@@ -1,5 +1,5 @@
-//! Word-at-a-time (SWAR) ASCII case folding for names: lower-casing copy, in-place lower-casing
-//! and case-insensitive comparison, without a byte-at-a-time loop.
+//! Word-at-a-time (SWAR) ASCII case folding for names: a lower-casing copy and a
+//! case-insensitive comparison, without a byte-at-a-time loop.
 //!
 //! Portable stable Rust with no `unsafe` and no runtime feature detection. Inputs of 16 bytes
 //! or more go through 16-byte blocks written as fixed-size array loops, which the compiler
@@ -117,30 +117,6 @@ pub(crate) fn copy_lower(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-/// ASCII lower-case `buf` in place.
-#[inline]
-pub(crate) fn lower_in_place(buf: &mut [u8]) {
-    /// Lower-case `buf` in `N`-byte steps, the last one overlapping; `buf.len() >= N`.
-    #[inline]
-    fn steps<const N: usize>(buf: &mut [u8], lower: fn(&[u8; N]) -> [u8; N]) {
-        let (chunks, _) = buf.as_chunks_mut::<N>();
-        for chunk in chunks {
-            *chunk = lower(chunk);
-        }
-        if !buf.len().is_multiple_of(N)
-            && let Some(chunk) = buf.last_chunk_mut::<N>()
-        {
-            *chunk = lower(chunk);
-        }
-    }
-    match buf.len() {
-        BLOCK.. => steps(buf, lower_block),
-        WORD.. => steps(buf, lower8),
-        HALF.. => steps(buf, lower4),
-        _ => buf.make_ascii_lowercase(),
-    }
-}
-
 /// True when `a` and `b` are equal ignoring ASCII case.
 #[inline]
 pub(crate) fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
@@ -240,10 +216,6 @@ mod tests {
                 let mut copied = vec![0xaa; len];
                 copy_lower(&mut copied, &src);
                 assert_eq!(copied, expected, "copy_lower, len {len}, round {round}");
-
-                let mut in_place = src.clone();
-                lower_in_place(&mut in_place);
-                assert_eq!(in_place, expected, "lower_in_place, len {len}");
 
                 let mut scalar = vec![0; len];
                 copy_lower_scalar(&mut scalar, &src);
