@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::cache::{Cache, CachePolicy};
+use crate::cluster::settings::CacheSettings;
 use crate::config::{Config, IoBackend};
 use crate::resolver::Resolver;
 use crate::upstream::{Forwarder, ForwarderTimeouts};
@@ -232,27 +233,11 @@ pub fn choose_backend(requested: IoBackend) -> UdpBackend {
     UdpBackend::Epoll
 }
 
-/// Build the cache policy from the node configuration.
-pub fn cache_policy(config: &Config) -> CachePolicy {
-    let c = &config.cache;
-    CachePolicy {
-        min_ttl: c.min_ttl,
-        max_ttl: c.max_ttl,
-        max_negative_ttl: c.max_negative_ttl,
-        servfail_ttl: c.servfail_ttl,
-        nosoa_negative_ttl: c.nosoa_negative_ttl,
-        prefetch: c.prefetch,
-        serve_stale: c.serve_stale,
-        stale_max: c.stale_max,
-        stale_ttl: c.stale_ttl,
-    }
-}
-
 /// Build the query engine (cache + forwarder) from the configuration.
 pub fn build_resolver(config: &Config) -> Resolver {
     let cache = Cache::new(
         usize::try_from(config.cache.max_bytes).unwrap_or(usize::MAX),
-        cache_policy(config),
+        CachePolicy::from(&CacheSettings::from(&config.cache)),
     );
     let forwarder = Forwarder::new(
         &config.upstream.servers,
