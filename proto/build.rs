@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 /// The `.proto` files of the crate, relative to the crate root (also the include root).
-const PROTOS: &[&str] = &["heimdall/v1/raft.proto"];
+const PROTOS: &[&str] = &["heimdall/v1/raft.proto", "heimdall/v1/control.proto"];
 
 /// Points `PROTOC` at the vendored binary and generates messages, clients and servers, plus a
 /// file descriptor set for server reflection.

@@ -16,7 +16,9 @@ use criterion::Criterion;
 use heimdall_node::cache::{
     Cache, CachePolicy, ClientOpt, ClientQuery, Entry, MAX_KEY_LEN, Source, write_key,
 };
-use heimdall_node::resolver::{Outcome, Resolver, Transport};
+use heimdall_node::cluster::settings::ClusterSettings;
+use heimdall_node::guard::GuardPolicy;
+use heimdall_node::resolver::{Client, Outcome, Resolver};
 use heimdall_node::upstream::{Forwarder, ForwarderTimeouts};
 use heimdall_wire::{
     Message, MessageWriter, Name, Section, class, flags, name_from_str, parse_query, rtype,
@@ -56,6 +58,8 @@ const REVERSE_NAME: &str =
 const FILLER_ENTRIES: u32 = 10_000;
 /// The EDNS UDP payload size of the client and of the node.
 const UDP_SIZE: u16 = 1232;
+/// The address the benchmarked queries come from (loopback: not rate limited by default).
+const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// A presentation name in uncompressed wire form.
 fn wire_name(s: &str) -> Vec<u8> {
@@ -66,15 +70,38 @@ fn wire_name(s: &str) -> Vec<u8> {
 
 /// A typical stub query for `qname` A: RD, EDNS (1232 bytes, a client cookie).
 fn query(qname: &str) -> Vec<u8> {
+    query_with_options(qname, &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])
+}
+
+/// A query for `qname` A with RD and an OPT record carrying `options` (raw option bytes).
+fn query_with_options(qname: &str, options: &[u8]) -> Vec<u8> {
     let mut buf = [0u8; 512];
     let mut w = MessageWriter::new(&mut buf).expect("room");
     w.set_header(0x1234, flags::RD);
     w.question(&wire_name(qname), rtype::A, class::IN)
         .expect("room");
-    let cookie = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
-    w.opt(UDP_SIZE, 0, 0, 0, &cookie).expect("room");
+    w.opt(UDP_SIZE, 0, 0, 0, options).expect("room");
     let len = w.finish();
     buf[..len].to_vec()
+}
+
+/// A resolver over a filled cache whose rate limiting covers loopback too (at a rate the
+/// bench never reaches), so every hit pays for the ACL, the limiter and the size cap.
+fn guarded_resolver(now: Instant) -> Resolver {
+    let forwarder = Forwarder::new(
+        &[],
+        ForwarderTimeouts {
+            attempt: Duration::from_secs(1),
+            total: Duration::from_secs(2),
+        },
+    );
+    let resolver = Resolver::new(filled_cache(now), forwarder, UDP_SIZE);
+    let mut settings = ClusterSettings::default();
+    settings.rate_limit.exempt_loopback = false;
+    settings.rate_limit.qps_per_prefix = u32::MAX;
+    settings.rate_limit.burst = u32::MAX;
+    resolver.guard().set_policy(GuardPolicy::from(&settings));
+    resolver
 }
 
 /// A typical upstream answer for `qname` A: a CNAME to `web.example.com` and two A records for
@@ -249,12 +276,65 @@ fn cases() -> Vec<Case> {
         let resolver = Resolver::new(filled_cache(now), forwarder, UDP_SIZE);
         let packet = query(QNAME);
         let mut out = vec![0u8; usize::from(UDP_SIZE)];
-        let check = resolver.process(&packet, &mut out, Transport::Udp, now);
+        let check = resolver.process(&packet, &mut out, Client::udp(LOCALHOST), now);
         assert!(
             matches!(check, Outcome::Reply { len, .. } if len > packet.len()),
             "the resolver bench query must hit the cache: {check:?}"
         );
-        move || match resolver.process(black_box(&packet), &mut out, Transport::Udp, now) {
+        move || match resolver.process(black_box(&packet), &mut out, Client::udp(LOCALHOST), now) {
+            Outcome::Reply { len, .. } => len,
+            _ => 0,
+        }
+    }));
+
+    // The hit path for a client without a cookie under the default policy (loopback: the ACL
+    // is checked, rate limiting and the size cap are not applied), as in the perf benchmark.
+    cases.push(Case::new("resolver/process_hit_no_cookie", || {
+        let now = Instant::now();
+        let forwarder = Forwarder::new(
+            &[],
+            ForwarderTimeouts {
+                attempt: Duration::from_secs(1),
+                total: Duration::from_secs(2),
+            },
+        );
+        let resolver = Resolver::new(filled_cache(now), forwarder, UDP_SIZE);
+        let packet = query_with_options(QNAME, &[]);
+        let mut out = vec![0u8; usize::from(UDP_SIZE)];
+        move || match resolver.process(black_box(&packet), &mut out, Client::udp(LOCALHOST), now) {
+            Outcome::Reply { len, .. } => len,
+            _ => 0,
+        }
+    }));
+
+    // The hit path for a client that is rate limited (no cookie, loopback not exempt).
+    cases.push(Case::new("resolver/process_hit_limited", || {
+        let now = Instant::now();
+        let resolver = guarded_resolver(now);
+        let packet = query_with_options(QNAME, &[]);
+        let mut out = vec![0u8; usize::from(UDP_SIZE)];
+        move || match resolver.process(black_box(&packet), &mut out, Client::udp(LOCALHOST), now) {
+            Outcome::Reply { len, .. } => len,
+            _ => 0,
+        }
+    }));
+
+    // The hit path for a client with a valid server cookie (checked and echoed).
+    cases.push(Case::new("resolver/process_hit_valid_cookie", || {
+        let now = Instant::now();
+        let resolver = guarded_resolver(now);
+        let mut out = vec![0u8; usize::from(UDP_SIZE)];
+        let first = query(QNAME);
+        let Outcome::Reply { len, .. } =
+            resolver.process(&first, &mut out, Client::udp(LOCALHOST), now)
+        else {
+            panic!("the bench query must hit the cache");
+        };
+        // The answer ends with the COOKIE option: client cookie and server cookie.
+        let mut options = vec![0, 10, 0, 24];
+        options.extend_from_slice(&out[len - 24..len]);
+        let packet = query_with_options(QNAME, &options);
+        move || match resolver.process(black_box(&packet), &mut out, Client::udp(LOCALHOST), now) {
             Outcome::Reply { len, .. } => len,
             _ => 0,
         }

@@ -1,7 +1,10 @@
-//! The `heimdall` binary: parse flags, load the configuration, serve until SIGINT or SIGTERM.
+//! The `heimdall` binary: parse flags, load the configuration, serve until SIGINT or SIGTERM;
+//! or, as `heimdall demo`, run a demo cluster on loopback ([`demo`]).
 //!
-//! Exit codes: 0 after a clean shutdown, 1 when the server fails, 2 for an invalid
-//! configuration (including an invalid `RUST_LOG`).
+//! Exit codes: 0 after a clean shutdown, 1 when the server (or the demo) fails, 2 for an
+//! invalid configuration (including an invalid `RUST_LOG`).
+
+mod demo;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -26,9 +29,43 @@ const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
 
-/// Loads the configuration, sets up logging and runs the server.
+/// The command line: the node's flags, or a subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "heimdall",
+    version,
+    about = "Heimdall: a caching DNS forwarder",
+    args_conflicts_with_subcommands = true
+)]
+struct Args {
+    /// A subcommand instead of running a node.
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+    /// The node's flags (without a subcommand).
+    #[command(flatten)]
+    cli: Cli,
+}
+
+/// What `heimdall` can do besides running a node.
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Start a demo: a zone server and an N-node cluster on loopback, until Ctrl-C.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the demo subcommand, or loads the configuration, sets up logging and runs the server.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = Args::parse();
+    if let Some(Subcommand::Demo(demo_args)) = &args.command {
+        return match demo::run(demo_args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("heimdall demo: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = args.cli;
     let config = match config::load(&cli) {
         Ok(config) => config,
         Err(error) => {

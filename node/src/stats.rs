@@ -2,19 +2,39 @@
 //! padded slot, and a read sums the slots. The query path counts through these, so counting
 //! never makes two workers write the same memory.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Slots per counter (a power of two). Threads beyond this share slots, which stays correct
 /// (the adds are atomic) and only costs some contention.
-const SLOTS: usize = 64;
+pub const SLOTS: usize = 64;
 
 /// The next slot to hand to a thread that counts for the first time.
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
+/// The value of [`SLOT`] before the thread's first count.
+const UNASSIGNED: usize = usize::MAX;
+
 thread_local! {
-    /// This thread's slot index, assigned on first use.
-    static SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    /// This thread's slot index, assigned on first use. Const-initialised and without a
+    /// destructor, so reading it is a plain thread-local load (no lazy-init registration).
+    static SLOT: Cell<usize> = const { Cell::new(UNASSIGNED) };
+}
+
+/// The calling thread's slot index (below [`SLOTS`]), the same for every counter and for the
+/// per-thread metrics shards.
+#[inline]
+pub fn thread_slot() -> usize {
+    SLOT.with(|s| {
+        let slot = s.get();
+        if slot != UNASSIGNED {
+            return slot;
+        }
+        let slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+        s.set(slot);
+        slot
+    })
 }
 
 /// One thread's share of a counter, alone on its cache lines (128 bytes covers the adjacent
@@ -40,7 +60,7 @@ impl Counter {
     /// Add `n` from the calling thread.
     #[inline]
     pub fn add(&self, n: u64) {
-        let i = SLOT.with(|s| *s);
+        let i = thread_slot();
         if let Some(slot) = self.slots.get(i) {
             slot.0.fetch_add(n, Ordering::Relaxed);
         }

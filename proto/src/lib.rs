@@ -2,7 +2,8 @@
 //!
 //! This crate is the one place generated code lives. [`v1::raft_service_server`] and
 //! [`v1::raft_service_client`] are the internal Raft service between the nodes of a cluster;
-//! the control plane's services will join them in the same package.
+//! [`v1::control_server`] and [`v1::control_client`] are the control plane every node serves
+//! to operators (heimdallctl, grpcurl).
 
 /// The `heimdall.v1` protobuf package.
 pub mod heimdall {
@@ -36,6 +37,7 @@ mod tests {
         let text = String::from_utf8_lossy(super::FILE_DESCRIPTOR_SET);
         assert!(text.contains("heimdall.v1"), "package missing");
         assert!(text.contains("RaftService"), "service missing");
+        assert!(text.contains("Control"), "control service missing");
     }
 
     /// Messages round-trip through their protobuf encoding.

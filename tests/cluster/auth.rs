@@ -1,11 +1,12 @@
-//! Internal Raft RPCs without the cluster's HMAC are refused and counted.
+//! Internal Raft RPCs without the cluster's HMAC are refused and counted; during a secret
+//! rotation's grace period the previous secret is accepted too.
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, ensure};
+use anyhow::{Result, anyhow, ensure};
 use heimdall_node::cluster::network::method;
 use heimdall_tests::cluster::{ClusterClient, ClusterSpec, set_command, wait_leader};
-use heimdall_tests::{Node, dead_addr, wait_until};
+use heimdall_tests::{Node, NodeOpts, dead_addr, unique_addr, wait_until};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, LogId, Vote};
 
@@ -102,5 +103,67 @@ fn body(spec: &ClusterSpec, nodes: &BTreeMap<u64, Node>) -> Result<()> {
         after.auth_failures - before.auth_failures,
         after.current_term
     );
+    Ok(())
+}
+
+/// A secret rotation: a node started with a new `cluster.secret` and the old one as
+/// `cluster.previous_secret` accepts calls signed with either during the grace period, and a
+/// third secret never; once the grace period ends, the old secret is refused too.
+#[test]
+fn previous_secret_is_accepted_during_the_grace_period() -> Result<()> {
+    let _serial = serial();
+    const NEW: &str = "the-new-cluster-secret-0123456789";
+    const OLD: &str = "the-old-cluster-secret-0123456789";
+    let start = |grace_s: u64| {
+        Node::start_at(
+            unique_addr(heimdall_tests::node::NODE_DNS_PORT)?,
+            NodeOpts {
+                upstreams: vec![dead_addr(53)?],
+                config_toml: Some(format!(
+                    "[cluster]\nsecret = \"{NEW}\"\nprevious_secret = \"{OLD}\"\n\
+                     previous_secret_grace_s = {grace_s}\n"
+                )),
+                ..NodeOpts::default()
+            },
+        )
+    };
+    let rotating = start(3600)?;
+    let ending = start(1)?;
+    let nodes = BTreeMap::from([(1, rotating), (2, ending)]);
+    let result = rotation_body(&nodes[&1], &nodes[&2], NEW, OLD);
+    show_logs_on_error(result, &nodes)
+}
+
+/// The test proper: `rotating` has an hour of grace, `ending` one second.
+fn rotation_body(rotating: &Node, ending: &Node, new: &str, old: &str) -> Result<()> {
+    let (with_new, with_old) = (
+        ClusterClient::new(Some(new))?,
+        ClusterClient::new(Some(old))?,
+    );
+    let other = ClusterClient::new(Some("some-third-cluster-secret-000000"))?;
+    let grpc = rotating.grpc_addr();
+    with_new.metrics(grpc)?;
+    with_old
+        .metrics(grpc)
+        .map_err(|e| anyhow!("the previous secret refused during the grace period: {e:#}"))?;
+    let refused = other.metrics(grpc);
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("Unauthenticated")),
+        "a third secret: {refused:?}"
+    );
+    println!("during the grace period: new and previous secrets accepted, a third refused");
+    let took = wait_until(
+        CONVERGE,
+        "the previous secret refused after 1 s of grace",
+        || {
+            with_old
+                .metrics(ending.grpc_addr())
+                .is_err_and(|e| format!("{e:#}").contains("Unauthenticated"))
+        },
+    )?;
+    with_new.metrics(ending.grpc_addr())?;
+    println!("after the grace period ({took:?} into the test): only the new secret accepted");
     Ok(())
 }

@@ -81,5 +81,18 @@ fn body(spec: &ClusterSpec, joiner: &Node) -> Result<()> {
         client.members(follower).is_ok_and(|m| m.members.len() == 3)
     })?;
     println!("the removal reached a follower {took:?} later");
+
+    // The removed node announcing its addresses late (as its announcer may, racing the
+    // removal) is refused and does not bring it back as a learner.
+    let announced = client.announce(leader_grpc, 4, joiner.grpc_addr(), joiner.dns_addr())?;
+    ensure!(
+        announced.as_ref().err() == Some(&tonic::Code::FailedPrecondition),
+        "a removed node's announcement should be refused: {announced:?}"
+    );
+    let members = client.members(leader_grpc)?;
+    ensure!(
+        members.members.len() == 3,
+        "the refused announcement changed the members: {members:?}"
+    );
     Ok(())
 }

@@ -151,3 +151,55 @@ fn full_miss_queue_sheds_with_servfail() -> Result<()> {
         Ok(())
     })
 }
+
+/// Forged upstream replies race the real answer of every question: a wrong ID and a wrong
+/// question from the upstream's own address and port (read and ignored, counted), the right
+/// ID and question from another port and another address (dropped by the connected socket),
+/// and a perfect forgery after the answer (the socket is gone). Every answer, fetched and
+/// then from the cache, is the real one.
+#[test]
+fn spoofed_upstream_replies_never_reach_the_cache() -> Result<()> {
+    const NAMES: u8 = 20;
+    let mut zone = heimdall_tests::Zone::new("spoof.test.").soa(3600, 300);
+    for i in 0..NAMES {
+        zone = zone.add(&format!("n{i}"), 300, crate::a(192, 0, 2, i));
+    }
+    let setup = Setup::with(zone, NodeOpts::default())?;
+    setup.run(|s| {
+        s.auth.set_delay(Duration::from_millis(50));
+        s.auth.set_spoof(true);
+        let addr = s.node.dns_addr();
+        let mismatched = || {
+            heimdall_tests::prom::scrape_parsed(s.node.metrics_addr())?
+                .value("heimdall_upstream_mismatched_total", &[])
+        };
+        let before = mismatched()?;
+        for round in ["fetched", "cached"] {
+            for i in 0..NAMES {
+                let name = format!("n{i}.spoof.test.");
+                let reply = query_udp(addr, &name, RecordType::A, None, false)?;
+                let got: Vec<String> = reply.answers.iter().map(|r| r.data.to_string()).collect();
+                ensure!(
+                    reply.response_code == ResponseCode::NoError
+                        && got == [format!("192.0.2.{i}")],
+                    "{round} answer for {name}: {got:?} (forged: {})",
+                    heimdall_tests::SPOOFED_ADDR
+                );
+            }
+        }
+        let counted = mismatched()? - before;
+        println!(
+            "{} forged replies sent; {counted} read and ignored as mismatched by the node",
+            s.auth.spoofed()
+        );
+        ensure!(
+            counted >= f64::from(NAMES) * 2.0,
+            "want the wrong-ID and wrong-question forgeries of every question counted, got {counted}"
+        );
+        ensure!(
+            s.auth.count("n0.spoof.test.", RecordType::A) == 1,
+            "the cached round went upstream again"
+        );
+        Ok(())
+    })
+}

@@ -8,6 +8,7 @@ mod answers;
 mod backend;
 mod cache;
 mod config;
+mod flood;
 mod forwarding;
 mod lifecycle;
 mod malformed;

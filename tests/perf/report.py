@@ -13,7 +13,7 @@ import sys
 from collections import OrderedDict, defaultdict
 
 WORKLOAD_ORDER = ["hit", "zipf", "miss", "nxdomain", "tcp"]
-SERVER_ORDER = ["heimdall", "unbound", "dnsdist", "reflector"]
+SERVER_ORDER = ["heimdall", "heimdall-base", "unbound", "dnsdist", "reflector"]
 WORKLOAD_TEXT = {
     "hit": "cache hits: 10k names, warm cache",
     "zipf": "Zipf mix of hits and misses over ~1.1M names (fixed query stream, cache warmed with its first part)",

@@ -36,6 +36,8 @@
 #
 # Env knobs (default):
 #   HEIMDALL_BIN   heimdall binary (target/release/heimdall; built if missing)
+#   BASE_HEIMDALL_BIN  a second heimdall binary, run as server "heimdall-base"
+#                  (add it to SERVERS) to compare two builds side by side
 #   RUNS           rounds (3)            DURATION    seconds per run (8)
 #   SERVERS        "heimdall unbound dnsdist reflector"
 #   WORKLOADS      "hit zipf miss nxdomain tcp"
@@ -47,6 +49,7 @@
 #   ZONE_N (1000000)  ZIPF_S (1.0)  ZIPF_WARM (100000)  ZIPF_QUERIES (60000 x DURATION)
 #   QUIET_MAX (10 %)  QUIET_WAIT (30 s)  NOISY_MAX (15 %)  MAX_TRIES (2)
 #   NICE (-19)  NETNS (1; 0 = root namespace)  WORK (/tmp/heimdall-perf)  RESULTS
+#   LATEST (1; 0 = leave tests/perf/results/latest, which README links to, as it is)
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -86,6 +89,7 @@ NICE=${NICE--19}
 # dnsperf: the lab's fairest setup on 2 cores (see README)
 CLIENTS=4 CTHREADS=2 OUTSTANDING=200 TIMEOUT=2
 WORK=${WORK:-/tmp/heimdall-perf}
+LATEST=${LATEST:-1}
 DATA=$WORK/data-$ZONE_N
 RUN=$WORK/run
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -266,6 +270,7 @@ write_env() {
     echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
     echo "netns: $PERF_IN_NETNS"
     echo "heimdall: $("$HEIMDALL_BIN" --version 2>/dev/null | head -1 | sed 's/^heimdall/Heimdall/') (commit $commit, binary $HEIMDALL_BIN built $(date -r "$HEIMDALL_BIN" +%Y-%m-%dT%H:%M))"
+    [ -n "${BASE_HEIMDALL_BIN:-}" ] && echo "heimdall-base: $("$BASE_HEIMDALL_BIN" --version 2>/dev/null | head -1) (binary $BASE_HEIMDALL_BIN built $(date -r "$BASE_HEIMDALL_BIN" +%Y-%m-%dT%H:%M))"
     echo "peers: Unbound $(pkg_version unbound), dnsdist $(pkg_version dnsdist), NSD $(pkg_version nsd), dnsperf $(pkg_version dnsperf)"
     echo "server_cpu: ${SERVER_CPU:-any}"
     echo "client_cpu: ${CLIENT_CPU:-any}"
@@ -323,9 +328,11 @@ main() {
     [ "$noisy" -gt 0 ] && noisy="NOISY: $noisy sweep runs had foreign CPU load" || noisy=""
     gnuplot -e "dir='$OUT'; servers='$SERVERS'; note='$noisy'" "$PERF_DIR/plot.gp" || log "warning: plot failed"
   fi
-  mkdir -p "$PERF_DIR/results" && rm -rf "$PERF_DIR/results/latest" && cp -r "$OUT" "$PERF_DIR/results/latest"
+  if [ "$LATEST" = 1 ]; then
+    mkdir -p "$PERF_DIR/results" && rm -rf "$PERF_DIR/results/latest" && cp -r "$OUT" "$PERF_DIR/results/latest"
+  fi
   cat "$OUT/results.md"
-  log "done in $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s: $OUT/results.md (copy in $PERF_DIR/results/latest)"
+  log "done in $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s: $OUT/results.md$([ "$LATEST" = 1 ] && echo " (copy in $PERF_DIR/results/latest)")"
 }
 
 main "$@"

@@ -5,6 +5,8 @@
 #   unbound   :5301  forward-zone "." -> NSD, iterator only, 1 thread
 #   dnsdist   :5302  packet cache (1M entries), backend NSD
 #   heimdall  :5305  --upstream NSD, 1 UDP worker
+#   heimdall-base :5306  the same, another binary (BASE_HEIMDALL_BIN): a baseline
+#                    for before/after comparisons in one run
 #   reflector :5310  C program that echoes each query as NODATA (no DNS logic):
 #                    the physical limit of this machine's UDP path and dnsperf
 # Configured at their best for one core as found in the lab: no enlarged socket
@@ -13,7 +15,7 @@
 srv_port() {
   case $1 in
     nsd) echo 5300 ;; unbound) echo 5301 ;; dnsdist) echo 5302 ;;
-    heimdall) echo 5305 ;; reflector) echo 5310 ;; *) die "unknown server $1" ;;
+    heimdall) echo 5305 ;; heimdall-base) echo 5306 ;; reflector) echo 5310 ;; *) die "unknown server $1" ;;
   esac
 }
 srv_pid() { cat "$RUN/$1.pid" 2>/dev/null || echo 0; }
@@ -158,13 +160,23 @@ CONF
   start_bg dnsdist "$SERVER_CPU" dnsdist --supervised --disable-syslog -C "$d/dnsdist.conf"
 }
 
-start_heimdall() {
-  local d="$RUN/heimdall-data"; rm -rf "$d"; mkdir -p "$d"
+start_heimdall() { # start_heimdall [NAME BINARY]: heimdall, or another binary as NAME
+  local name=${1:-heimdall} bin=${2:-$HEIMDALL_BIN} port
+  port=$(srv_port "$name")
+  local d="$RUN/$name-data"; rm -rf "$d"; mkdir -p "$d"
   # cache as large as Unbound's (msg 128m + rrset 256m): no evictions in miss runs
   HEIMDALL_CACHE__MAX_BYTES=${HEIMDALL_CACHE__MAX_BYTES:-402653184} \
+  # (env -u: Heimdall reads every HEIMDALL_* variable as configuration, and rejects this one)
   HEIMDALL_LOG__LEVEL=${HEIMDALL_LOG__LEVEL:-warn} \
-    start_bg heimdall "$SERVER_CPU" "$HEIMDALL_BIN" --dns-listen "127.0.0.1:$(srv_port heimdall)" \
-      --upstream "127.0.0.1:$(srv_port nsd)" --workers 1 --data-dir "$d"
+    start_bg "$name" "$SERVER_CPU" env -u HEIMDALL_BIN "$bin" --dns-listen "127.0.0.1:$port" \
+      --upstream "127.0.0.1:$(srv_port nsd)" --workers 1 --data-dir "$d" \
+      --metrics-listen "127.0.0.1:$((port + 4000))" --grpc-listen "127.0.0.1:$((port + 45000))" \
+      --gossip-listen "127.0.0.1:$((port + 2000))"   # own ports: two Heimdalls may run side by side
+}
+
+start_heimdall-base() { # the baseline binary (BASE_HEIMDALL_BIN), same settings
+  [ -x "${BASE_HEIMDALL_BIN:-}" ] || die "server heimdall-base needs BASE_HEIMDALL_BIN (an executable heimdall)"
+  start_heimdall heimdall-base "$BASE_HEIMDALL_BIN"
 }
 
 build_reflector() {

@@ -305,6 +305,10 @@ struct Shared {
     question_case: Mutex<QuestionCase>,
     /// The most recent well-formed query, for tests that inspect what a forwarder sends.
     last_query: Mutex<Option<Message>>,
+    /// When set, every UDP answer is raced by forged replies (see [`AuthServer::set_spoof`]).
+    spoof: AtomicBool,
+    /// Forged datagrams sent.
+    spoofed: AtomicU64,
 }
 
 /// Lock a mutex, ignoring poisoning (a panicking test must not wedge the server).
@@ -461,6 +465,8 @@ impl AuthServer {
             edns_options: Mutex::new(Vec::new()),
             question_case: Mutex::new(QuestionCase::Echo),
             last_query: Mutex::new(None),
+            spoof: AtomicBool::new(false),
+            spoofed: AtomicU64::new(0),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -524,6 +530,20 @@ impl AuthServer {
     /// The most recent well-formed query received, if any.
     pub fn last_query(&self) -> Option<Message> {
         lock(&self.shared.last_query).clone()
+    }
+
+    /// Race every UDP answer with forged replies carrying [`SPOOFED_ADDR`] as the answer: before
+    /// the real answer, one with a wrong ID and one with the right ID but another question
+    /// from this server's own address and port, and one right in ID and question from another
+    /// port of this address and from another loopback address; after it, one right in every
+    /// respect (it arrives after the answer). Set a delay too, so the forgeries arrive first.
+    pub fn set_spoof(&self, spoof: bool) {
+        self.shared.spoof.store(spoof, Ordering::SeqCst);
+    }
+
+    /// Forged datagrams sent so far (see [`AuthServer::set_spoof`]).
+    pub fn spoofed(&self) -> u64 {
+        self.shared.spoofed.load(Ordering::SeqCst)
     }
 
     /// Hold every answer back by `delay` (zero: answer at once).
@@ -611,12 +631,86 @@ async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
         tokio::spawn(async move {
             let delay = shared.delay();
             if let Some(answer) = shared.respond(&request, Transport::Udp) {
+                let forged = shared
+                    .spoof
+                    .load(Ordering::SeqCst)
+                    .then(|| Forgeries::of(&request))
+                    .flatten();
+                if let Some(forged) = &forged {
+                    forged.race(&shared, &socket, peer).await;
+                }
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
                 let _ = socket.send_to(&answer, peer).await;
+                if let Some(forged) = &forged {
+                    // Late: the forwarder has its answer and closed the socket it asked on.
+                    if socket.send_to(&forged.right, peer).await.is_ok() {
+                        shared.spoofed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
             }
         });
+    }
+}
+
+/// The address every forged reply of [`AuthServer::set_spoof`] answers with.
+pub const SPOOFED_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 66);
+
+/// Forged replies to one query (see [`AuthServer::set_spoof`]).
+struct Forgeries {
+    /// Another ID, the right question.
+    wrong_id: Vec<u8>,
+    /// The right ID, another question name.
+    wrong_question: Vec<u8>,
+    /// The right ID and question.
+    right: Vec<u8>,
+}
+
+impl Forgeries {
+    /// The forgeries for the query `request`; None when it does not parse.
+    fn of(request: &[u8]) -> Option<Forgeries> {
+        let query = Message::from_vec(request).ok()?;
+        let q = query.queries.first()?.clone();
+        let forge = |id: u16, q: &Query| {
+            let mut resp = Message::response(id, OpCode::Query);
+            resp.metadata.recursion_desired = query.recursion_desired;
+            resp.metadata.authoritative = true;
+            resp.add_query(q.clone());
+            resp.add_answer(Record::from_rdata(
+                q.name().clone(),
+                3600,
+                RData::A(hickory_proto::rr::rdata::A(SPOOFED_ADDR)),
+            ));
+            resp.to_vec().ok()
+        };
+        let mut other = q.clone();
+        other.set_name(Name::from_ascii("forged.invalid.").ok()?);
+        Some(Forgeries {
+            wrong_id: forge(query.id.wrapping_add(1), &q)?,
+            wrong_question: forge(query.id, &other)?,
+            right: forge(query.id, &q)?,
+        })
+    }
+
+    /// Send the forgeries that race the real answer to `peer` (counted in `shared`).
+    async fn race(&self, shared: &Shared, socket: &UdpSocket, peer: SocketAddr) {
+        let mut sent = 0;
+        for bytes in [&self.wrong_id, &self.wrong_question] {
+            if socket.send_to(bytes, peer).await.is_ok() {
+                sent += 1;
+            }
+        }
+        let here = socket.local_addr().map(|a| a.ip()).ok();
+        let elsewhere = crate::addr::unique_addr(0).ok().map(|a| a.ip());
+        for ip in [here, elsewhere].into_iter().flatten() {
+            if let Ok(other) = UdpSocket::bind(SocketAddr::new(ip, 0)).await
+                && other.send_to(&self.right, peer).await.is_ok()
+            {
+                sent += 1;
+            }
+        }
+        shared.spoofed.fetch_add(sent, Ordering::SeqCst);
     }
 }
 

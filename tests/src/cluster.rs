@@ -17,10 +17,11 @@ use heimdall_node::cluster::{ClusterState, Command, CommandResponse};
 use heimdall_node::config::Secret;
 use heimdall_proto::v1::raft_service_client::RaftServiceClient;
 use heimdall_proto::v1::{
-    ChangeMembershipRequest, ClientWriteRequest, JoinRequest, Member, MembersReply, MembersRequest,
-    MembershipReply, MetricsReply, MetricsRequest, RaftPayload, RaftReply, StateRequest,
+    AddLearnerRequest, ChangeMembershipRequest, ClientWriteRequest, JoinRequest, Member,
+    MembersReply, MembersRequest, MembershipReply, MetricsReply, MetricsRequest, RaftPayload,
+    RaftReply, StateRequest,
 };
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::addr::{dead_addr, unique_addr};
 use crate::node::{NODE_DNS_PORT, NODE_GRPC_PORT, Node, NodeOpts};
@@ -53,6 +54,8 @@ pub struct ClusterClient {
     runtime: tokio::runtime::Runtime,
     /// The secret calls are signed with (None: unsigned calls).
     secret: Option<Secret>,
+    /// TLS towards the nodes (None: plain `http`).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl ClusterClient {
@@ -65,7 +68,16 @@ impl ClusterClient {
         Ok(Self {
             runtime,
             secret: secret.map(Secret::new),
+            tls: None,
         })
+    }
+
+    /// The same client calling over TLS with `tls` (nodes with `[tls]`).
+    pub fn with_tls(self, tls: ClientTlsConfig) -> Self {
+        Self {
+            tls: Some(tls),
+            ..self
+        }
     }
 
     /// A client signing with [`TEST_SECRET`].
@@ -80,9 +92,13 @@ impl ClusterClient {
         request
     }
 
-    /// A client for the node at `addr` (connects on first use).
-    fn client(addr: SocketAddr) -> Result<RaftServiceClient<Channel>> {
-        Ok(network::client(network::lazy_channel(&addr.to_string())?))
+    /// A client for the node at `addr` (connects on first use), over TLS when configured;
+    /// called inside the client's runtime.
+    fn client(&self, addr: SocketAddr) -> Result<RaftServiceClient<Channel>> {
+        Ok(network::client(network::lazy_channel(
+            &addr.to_string(),
+            self.tls.as_ref(),
+        )?))
     }
 
     /// Proposes `command` through the node at `addr` (a follower forwards it).
@@ -98,7 +114,7 @@ impl ClusterClient {
         let reply = self
             .runtime
             .block_on(async {
-                Self::client(addr)?
+                self.client(addr)?
                     .client_write(request)
                     .await
                     .map_err(status)
@@ -122,7 +138,7 @@ impl ClusterClient {
         let request = self.request(method::MEMBERS, MembersRequest {});
         Ok(self
             .runtime
-            .block_on(async { Self::client(addr)?.members(request).await.map_err(status) })
+            .block_on(async { self.client(addr)?.members(request).await.map_err(status) })
             .with_context(|| format!("Members from {addr}"))?
             .into_inner())
     }
@@ -132,7 +148,7 @@ impl ClusterClient {
         let request = self.request(method::METRICS, MetricsRequest {});
         Ok(self
             .runtime
-            .block_on(async { Self::client(addr)?.metrics(request).await.map_err(status) })
+            .block_on(async { self.client(addr)?.metrics(request).await.map_err(status) })
             .with_context(|| format!("Metrics from {addr}"))?
             .into_inner())
     }
@@ -142,7 +158,7 @@ impl ClusterClient {
         let request = self.request(method::STATE, StateRequest { linearizable });
         let reply = self
             .runtime
-            .block_on(async { Self::client(addr)?.state(request).await.map_err(status) })
+            .block_on(async { self.client(addr)?.state(request).await.map_err(status) })
             .with_context(|| format!("State from {addr}"))?
             .into_inner();
         Ok(serde_json::from_slice(&reply.state_json)?)
@@ -172,9 +188,44 @@ impl ClusterClient {
         );
         Ok(self
             .runtime
-            .block_on(async { Self::client(addr)?.join(request).await.map_err(status) })
+            .block_on(async { self.client(addr)?.join(request).await.map_err(status) })
             .with_context(|| format!("Join through {addr}"))?
             .into_inner())
+    }
+
+    /// Sends the address announcement a member makes of itself (AddLearner with
+    /// `update_only`) for node `id` at `grpc`/`dns` to `addr`; returns the gRPC status code on
+    /// failure.
+    pub fn announce(
+        &self,
+        addr: SocketAddr,
+        id: u64,
+        grpc: SocketAddr,
+        dns: SocketAddr,
+    ) -> Result<std::result::Result<MembershipReply, tonic::Code>> {
+        let member = Member {
+            id,
+            grpc_addr: grpc.to_string(),
+            dns_addr: dns.to_string(),
+            gossip_addr: String::new(),
+            voter: false,
+        };
+        let request = self.request(
+            method::ADD_LEARNER,
+            AddLearnerRequest {
+                member: Some(member),
+                blocking: false,
+                update_only: true,
+            },
+        );
+        self.runtime.block_on(async {
+            Ok(self
+                .client(addr)?
+                .add_learner(request)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.code()))
+        })
     }
 
     /// Asks the leader at `addr` to make exactly `voters` the voters (removed voters are
@@ -195,7 +246,7 @@ impl ClusterClient {
         Ok(self
             .runtime
             .block_on(async {
-                Self::client(addr)?
+                self.client(addr)?
                     .change_membership(request)
                     .await
                     .map_err(status)
@@ -220,7 +271,7 @@ impl ClusterClient {
         );
         let append = method == method::APPEND_ENTRIES;
         self.runtime.block_on(async {
-            let mut client = Self::client(addr)?;
+            let mut client = self.client(addr)?;
             let result = if append {
                 client.append_entries(request).await
             } else {

@@ -31,6 +31,18 @@ pub const NODE_DNS_PORT: u16 = 5353;
 /// The gRPC port every test node listens on (`--grpc-listen`, on the node's own address).
 pub const NODE_GRPC_PORT: u16 = 50051;
 
+/// The Prometheus port every test node listens on (`--metrics-listen`, on the node's own
+/// address, so parallel nodes never collide).
+pub const NODE_METRICS_PORT: u16 = 9153;
+
+/// The admin token every test node gets (`HEIMDALL_ADMIN__TOKEN`) unless its test sets
+/// that variable itself (an empty value: no token).
+pub const TEST_ADMIN_TOKEN: &str = "heimdall-test-admin-token";
+
+/// The gossip UDP port every test node listens on (`--gossip-listen`, on the node's own
+/// address).
+pub const NODE_GOSSIP_PORT: u16 = 7946;
+
 /// How long a node may take to answer its first query.
 pub const READY_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -45,6 +57,10 @@ pub const READY_NAME: &str = "ready.invalid.";
 
 /// The environment variable naming the UDP backend every test node runs (`--io-backend`).
 pub const IO_BACKEND_ENV: &str = "HEIMDALL_TEST_IO_BACKEND";
+
+/// The environment variable naming a prebuilt `heimdall` binary for the harness to start
+/// (otherwise it builds one with the test's profile).
+pub const BIN_ENV: &str = "HEIMDALL_BIN";
 
 /// How a test wants its node started.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +98,8 @@ pub struct Node {
     dns: SocketAddr,
     /// The address of its gRPC server (the internal Raft service).
     grpc: SocketAddr,
+    /// The address of its Prometheus endpoint (HTTP, /metrics).
+    metrics: SocketAddr,
     /// How it was started, so [`Node::restart`] can start it again the same way.
     opts: NodeOpts,
     /// Data dir, config file and log file; removed on drop.
@@ -92,6 +110,9 @@ pub struct Node {
 
 /// The heimdall binary path, built at most once per test process.
 static BINARY: OnceLock<PathBuf> = OnceLock::new();
+
+/// The heimdallctl binary path, built at most once per test process.
+static CTL_BINARY: OnceLock<PathBuf> = OnceLock::new();
 
 /// Serialises the first build so parallel tests wait for one `cargo build`.
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
@@ -114,9 +135,9 @@ pub fn heimdall_bin() -> Result<PathBuf> {
     if let Some(path) = BINARY.get() {
         return Ok(path.clone());
     }
-    let path = match std::env::var_os("HEIMDALL_BIN") {
+    let path = match std::env::var_os(BIN_ENV) {
         Some(path) => PathBuf::from(path),
-        None => build_heimdall()?,
+        None => build_bin("heimdall-node", "heimdall")?,
     };
     if !path.is_file() {
         bail!("heimdall binary {} does not exist", path.display());
@@ -124,8 +145,28 @@ pub fn heimdall_bin() -> Result<PathBuf> {
     Ok(BINARY.get_or_init(|| path).clone())
 }
 
-/// Run `cargo build -p heimdall-node --bin heimdall` for the test's profile and target dir.
-fn build_heimdall() -> Result<PathBuf> {
+/// Find the `heimdallctl` binary: `HEIMDALLCTL_BIN`, else build it with the test's own
+/// profile.
+pub fn heimdallctl_bin() -> Result<PathBuf> {
+    if let Some(path) = CTL_BINARY.get() {
+        return Ok(path.clone());
+    }
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(path) = CTL_BINARY.get() {
+        return Ok(path.clone());
+    }
+    let path = match std::env::var_os("HEIMDALLCTL_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => build_bin("heimdall-client", "heimdallctl")?,
+    };
+    if !path.is_file() {
+        bail!("heimdallctl binary {} does not exist", path.display());
+    }
+    Ok(CTL_BINARY.get_or_init(|| path).clone())
+}
+
+/// Run `cargo build -p <package> --bin <bin>` for the test's profile and target dir.
+fn build_bin(package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let target = target_dir()?;
     let release = !cfg!(debug_assertions);
@@ -134,36 +175,35 @@ fn build_heimdall() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("the tests crate has no parent directory"))?;
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace)
-        .args([
-            "build",
-            "-p",
-            "heimdall-node",
-            "--bin",
-            "heimdall",
-            "--target-dir",
-        ])
+        .args(["build", "-p", package, "--bin", bin, "--target-dir"])
         .arg(&target);
     if release {
         cmd.arg("--release");
     }
     let started = Instant::now();
-    let output = cmd.output().context("running cargo build for heimdall")?;
+    let output = cmd
+        .output()
+        .with_context(|| format!("running cargo build for {bin}"))?;
     if !output.status.success() {
         bail!(
-            "building heimdall failed:\n{}",
+            "building {bin} failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    println!("built heimdall in {:?}", started.elapsed());
+    println!("built {bin} in {:?}", started.elapsed());
     Ok(target
         .join(if release { "release" } else { "debug" })
-        .join("heimdall"))
+        .join(bin))
 }
 
-/// Whether the options give the node an upstream by flag, variable or config file.
+/// Whether the options give the node an upstream by flag, variable or config file, or a
+/// zone (`--zone-file` without an upstream: authoritative only, it never forwards).
 fn names_an_upstream(opts: &NodeOpts) -> bool {
     !opts.upstreams.is_empty()
-        || opts.extra_args.iter().any(|a| a.starts_with("--upstream"))
+        || opts
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--upstream") || a.starts_with("--zone-file"))
         || opts
             .env
             .iter()
@@ -181,8 +221,9 @@ pub fn run_heimdall(args: &[String], env: &[(String, String)]) -> Result<Output>
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
     let mut child = Command::new(heimdall_bin()?)
-        // The node rejects unknown HEIMDALL_* variables; this one is for the harness.
+        // The node rejects unknown HEIMDALL_* variables; these are for the harness.
         .env_remove(IO_BACKEND_ENV)
+        .env_remove(BIN_ENV)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -323,11 +364,14 @@ impl Node {
         let log_path = dir.path().join("node.log");
         File::create(&log_path)?;
         let grpc = SocketAddr::new(dns.ip(), NODE_GRPC_PORT);
+        let metrics = metrics_listen_arg(&opts)
+            .unwrap_or_else(|| SocketAddr::new(dns.ip(), NODE_METRICS_PORT));
         let child = spawn(dir.path(), dns, grpc, &opts)?;
         let mut node = Node {
             child,
             dns,
             grpc,
+            metrics,
             opts,
             dir,
             log_path,
@@ -373,6 +417,26 @@ impl Node {
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc
     }
+
+    /// The address of the node's Prometheus endpoint (`http://ADDR/metrics`): its own
+    /// loopback address, port [`NODE_METRICS_PORT`], or what the test passed as
+    /// `--metrics-listen`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+    }
+}
+
+/// The address a test passed as `--metrics-listen ADDR` or `--metrics-listen=ADDR`, if any.
+fn metrics_listen_arg(opts: &NodeOpts) -> Option<SocketAddr> {
+    let args = &opts.extra_args;
+    args.iter().enumerate().find_map(|(i, a)| {
+        let value = match a.strip_prefix("--metrics-listen") {
+            Some("") => args.get(i + 1)?.as_str(),
+            Some(rest) => rest.strip_prefix('=')?,
+            None => return None,
+        };
+        value.parse().ok()
+    })
 }
 
 /// Spawn heimdall for a node whose files live in `dir` (`data/`, `heimdall.toml`,
@@ -386,8 +450,8 @@ fn spawn(dir: &Path, dns: SocketAddr, grpc: SocketAddr, opts: &NodeOpts) -> Resu
         .create(true)
         .open(dir.join("node.log"))?;
     let mut cmd = Command::new(bin);
-    // The node rejects unknown HEIMDALL_* variables; this one is for the harness.
-    cmd.env_remove(IO_BACKEND_ENV);
+    // The node rejects unknown HEIMDALL_* variables; these are for the harness.
+    cmd.env_remove(IO_BACKEND_ENV).env_remove(BIN_ENV);
     if let Some(toml) = &opts.config_toml {
         let config = dir.join("heimdall.toml");
         fs::write(&config, toml)?;
@@ -409,6 +473,23 @@ fn spawn(dir: &Path, dns: SocketAddr, grpc: SocketAddr, opts: &NodeOpts) -> Resu
     {
         cmd.arg("--grpc-listen").arg(grpc.to_string());
     }
+    if !opts
+        .extra_args
+        .iter()
+        .any(|a| a.starts_with("--metrics-listen"))
+    {
+        let metrics = SocketAddr::new(dns.ip(), NODE_METRICS_PORT);
+        cmd.arg("--metrics-listen").arg(metrics.to_string());
+    }
+    if !opts
+        .extra_args
+        .iter()
+        .any(|a| a.starts_with("--gossip-listen"))
+    {
+        let gossip = SocketAddr::new(dns.ip(), NODE_GOSSIP_PORT);
+        cmd.arg("--gossip-listen").arg(gossip.to_string());
+    }
+    cmd.env("HEIMDALL_ADMIN__TOKEN", TEST_ADMIN_TOKEN);
     cmd.args(["--workers", "1", "--log-format", "text", "--data-dir"])
         .arg(&data_dir)
         .args(io_backend_args(opts))
@@ -471,6 +552,22 @@ impl Node {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The process's resident set size now and at its peak (VmRSS, VmHWM), in KiB.
+    pub fn rss_kib(&self) -> Result<(u64, u64)> {
+        let pid = self.pid();
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        let field = |name: &str| -> Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+                .with_context(|| format!("{name} in /proc/{pid}/status"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
     }
 
     /// The node's data directory.

@@ -47,6 +47,8 @@ pub enum Source {
     Prefetch,
     /// An answer learned from a peer node.
     Gossip,
+    /// An answer loaded from a dump (the control plane's CacheLoad).
+    Loaded,
 }
 
 /// What kind of answer an entry holds; it decides how long it may be cached.
@@ -142,6 +144,9 @@ pub struct Entry {
     records_len: u16,
     /// The prefetch signal was given (it is given once per entry).
     prefetch_claimed: AtomicBool,
+    /// In which last part of the TTL (percent) a hit asks for a prefetch; 0: never (see
+    /// [`super::refresh`]).
+    prefetch_window: u8,
     /// The records as wire bytes, valid at offset 12 + `question_len`, followed by the offset
     /// of every record's TTL field from the start of the records (native-endian `u16`s).
     wire: Box<[u8]>,
@@ -169,6 +174,55 @@ impl Entry {
         policy: &CachePolicy,
         now: Instant,
         source: Source,
+    ) -> Result<(Entry, Option<u32>), EntryError> {
+        Self::build(resp, policy, now, source, u32::MAX)
+    }
+
+    /// Build an entry from a dumped response (as [`Entry::to_message`] writes it) that has
+    /// `remaining` seconds of TTL left: as [`Entry::from_response`] with [`Source::Loaded`],
+    /// but neither the entry's TTL nor any record's TTL exceeds `remaining`, so loading never
+    /// extends a lifetime (not even when `min_ttl` would raise a record's TTL).
+    pub fn from_dump(
+        resp: &Message<'_>,
+        policy: &CachePolicy,
+        now: Instant,
+        remaining: u32,
+    ) -> Result<(Entry, Option<u32>), EntryError> {
+        Self::with_remaining(resp, policy, now, Source::Loaded, remaining)
+    }
+
+    /// Build an entry from a response a peer gossiped with `remaining` seconds of TTL left:
+    /// as [`Entry::from_dump`] (never longer than `remaining`), marked [`Source::Gossip`].
+    pub fn from_peer(
+        resp: &Message<'_>,
+        policy: &CachePolicy,
+        now: Instant,
+        remaining: u32,
+    ) -> Result<(Entry, Option<u32>), EntryError> {
+        Self::with_remaining(resp, policy, now, Source::Gossip, remaining)
+    }
+
+    /// An entry from `source` whose TTL and record TTLs are capped at `remaining`.
+    fn with_remaining(
+        resp: &Message<'_>,
+        policy: &CachePolicy,
+        now: Instant,
+        source: Source,
+        remaining: u32,
+    ) -> Result<(Entry, Option<u32>), EntryError> {
+        let (mut entry, ttl) = Self::build(resp, policy, now, source, remaining)?;
+        let ttl = ttl.map(|t| t.min(remaining)).filter(|t| *t > 0);
+        entry.ttl = entry.ttl.min(remaining);
+        Ok((entry, ttl))
+    }
+
+    /// [`Entry::from_response`] with every record TTL also capped at `ttl_limit`.
+    fn build(
+        resp: &Message<'_>,
+        policy: &CachePolicy,
+        now: Instant,
+        source: Source,
+        ttl_limit: u32,
     ) -> Result<(Entry, Option<u32>), EntryError> {
         let header = resp.header();
         let question = match header.qdcount {
@@ -216,7 +270,8 @@ impl Entry {
         let record_cap = match kind {
             EntryKind::Positive | EntryKind::Other => u32::MAX,
             _ => ttl,
-        };
+        }
+        .min(ttl_limit);
 
         let mut name = [0u8; MAX_NAME_LEN];
         let name_len = question.name.write_uncompressed(&mut name)?;
@@ -243,6 +298,7 @@ impl Entry {
             question_len: u16::try_from(name_len + 4).map_err(|_| WireError::NameTooLong)?,
             records_len: rebuilt.records_len,
             prefetch_claimed: AtomicBool::new(false),
+            prefetch_window: super::refresh::OWNER_WINDOW,
             wire: rebuilt.wire,
             kind,
             source,
@@ -351,6 +407,37 @@ impl Entry {
     }
 }
 
+/// Exporting an entry (control plane: lookup and dump).
+impl Entry {
+    /// Write the whole response this entry holds for the question in `key` (a cache key:
+    /// lower-cased wire name, type, class, flags byte) into `out`, ID 0, RD set, CD as in the
+    /// key, with the record TTLs as they stand at `now` (no OPT record). Returns the length,
+    /// or 0 when the key does not fit the entry or `out` is too small.
+    pub fn to_message(&self, key: &[u8], now: Instant, out: &mut [u8]) -> usize {
+        let Some(question) = key.get(..key.len().saturating_sub(1)) else {
+            return 0;
+        };
+        let cd = key
+            .last()
+            .is_some_and(|f| f & super::KEY_CHECKING_DISABLED != 0);
+        let client = ClientQuery {
+            id: 0,
+            flags: Header::RD | if cd { Header::CD } else { 0 },
+            question,
+            opt: None,
+        };
+        if question.len() != usize::from(self.question_len) {
+            return 0;
+        }
+        self.write_response(out, &client, now, false, out.len())
+    }
+
+    /// Time left before it stops being fresh (zero once expired).
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.expires_at().saturating_duration_since(now)
+    }
+}
+
 /// Accessors and the bookkeeping the cache does on reads.
 impl Entry {
     /// What kind of answer this is.
@@ -401,12 +488,15 @@ impl Entry {
         size_of::<Entry>() + self.wire.len()
     }
 
-    /// Restart its life at `now` for `ttl` seconds (done when it is inserted).
-    pub(crate) fn restart(&mut self, now: Instant, ttl: u32) {
+    /// Restart its life at `now` for `ttl` seconds (done when it is inserted); a hit asks
+    /// for a prefetch in the last `prefetch_window` percent of the TTL, never if 0 (which
+    /// node refreshes a name the cluster shares: [`super::refresh`]).
+    pub(crate) fn restart(&mut self, now: Instant, ttl: u32, prefetch_window: u8) {
         self.ttl = ttl;
         self.stored_at = now;
         *self.hits.get_mut() = 0;
-        *self.prefetch_claimed.get_mut() = false;
+        self.prefetch_window = prefetch_window;
+        *self.prefetch_claimed.get_mut() = prefetch_window == 0;
     }
 
     /// How long it has been stored at `now` (zero if `now` is earlier).
@@ -434,10 +524,11 @@ impl Entry {
     }
 
     /// True exactly once, for the first caller at a fresh age (see [`Entry::age`]) in the last
-    /// 10% of the TTL.
+    /// `prefetch_window` percent of the TTL (see [`Entry::restart`]).
     pub(crate) fn claim_prefetch(&self, age: Duration) -> bool {
         let remaining = Duration::from_secs(u64::from(self.ttl)).saturating_sub(age);
-        let in_window = remaining.saturating_mul(10) <= Duration::from_secs(u64::from(self.ttl));
+        let in_window = remaining.saturating_mul(100)
+            <= Duration::from_secs(u64::from(self.ttl)) * u32::from(self.prefetch_window);
         // Load first: a failed compare-exchange still takes the line exclusive, and every hit
         // in the window after the first would do one.
         in_window

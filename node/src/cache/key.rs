@@ -5,6 +5,9 @@ use heimdall_wire::{MAX_NAME_LEN, Name};
 /// Longest key: a 255-byte name, type, class and the flags byte.
 pub const MAX_KEY_LEN: usize = MAX_NAME_LEN + 5;
 
+// Gossip carries cache keys, so its bound on key length must be the cache's.
+const _: () = assert!(MAX_KEY_LEN == heimdall_gossip_wire::MAX_KEY_LEN);
+
 /// Flags-byte bit: the query had the EDNS DO bit (DNSSEC records wanted).
 pub const KEY_DNSSEC_OK: u8 = 0x01;
 /// Flags-byte bit: the query had the CD bit (validation disabled).

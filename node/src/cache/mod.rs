@@ -22,9 +22,10 @@ mod entry;
 mod hits;
 mod key;
 mod policy;
+mod refresh;
 mod store;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use crate::stats::Counter;
 use std::sync::Arc;
@@ -36,7 +37,8 @@ use arc_swap::ArcSwap;
 pub use entry::{ClientOpt, ClientQuery, Entry, EntryError, EntryKind, Source};
 pub use key::{KEY_CHECKING_DISABLED, KEY_DNSSEC_OK, MAX_KEY_LEN, write_key};
 pub use policy::{CachePolicy, MAX_SERVFAIL_TTL};
-pub use store::{ENTRY_OVERHEAD, HOT_HITS};
+pub use refresh::Refreshers;
+pub use store::{ENTRY_OVERHEAD, GOSSIP_HITS, HOT_HITS};
 
 use entry::Lifetime;
 use store::Store;
@@ -120,7 +122,7 @@ pub enum FlushTarget<'a> {
 
 impl FlushTarget<'_> {
     /// Whether the entry under `key` (name || type || class || flags) is covered.
-    fn covers(&self, key: &[u8]) -> bool {
+    pub fn covers(&self, key: &[u8]) -> bool {
         let Some(name_len) = key.len().checked_sub(5) else {
             return false;
         };
@@ -138,7 +140,7 @@ impl FlushTarget<'_> {
 
 /// Whether wire name `name` equals `apex` or lies below it (the suffix must start at a
 /// label boundary: `xexample.test` is not below `example.test`).
-fn in_subtree(name: &[u8], apex: &[u8]) -> bool {
+pub(crate) fn in_subtree(name: &[u8], apex: &[u8]) -> bool {
     let Some(start) = name.len().checked_sub(apex.len()) else {
         return false;
     };
@@ -165,6 +167,14 @@ pub struct Cache {
     knobs: AtomicU64,
     /// Counters.
     counters: Counters,
+    /// The last cluster flush epoch applied to this cache (set by the cluster's live apply):
+    /// every entry in the cache survived the flushes up to it. Gossip carries it.
+    flush_epoch: AtomicU64,
+    /// Counters of the gossip that fills and spreads this cache (held here so the metrics
+    /// view, which holds the cache, reads them).
+    gossip: crate::gossip::GossipStats,
+    /// Which keys this node refreshes when its peers hold them too.
+    refreshers: Refreshers,
 }
 
 /// Pack what a lookup needs from `policy`: the stale window (low 32 bits) and prefetch (bit 32).
@@ -180,6 +190,9 @@ impl Cache {
             knobs: AtomicU64::new(pack_knobs(&policy)),
             policy: ArcSwap::from_pointee(policy),
             counters: Counters::default(),
+            flush_epoch: AtomicU64::new(0),
+            gossip: crate::gossip::GossipStats::default(),
+            refreshers: Refreshers::default(),
         }
     }
 
@@ -187,6 +200,11 @@ impl Cache {
     pub fn set_policy(&self, policy: CachePolicy) {
         self.knobs.store(pack_knobs(&policy), Ordering::Relaxed);
         self.policy.store(Arc::new(policy));
+    }
+
+    /// Which keys this node refreshes (set by the gossip task from the live members).
+    pub fn refreshers(&self) -> &Refreshers {
+        &self.refreshers
     }
 
     /// The current policy.
@@ -257,10 +275,13 @@ impl Cache {
             self.store.remove(key);
             return;
         }
-        entry.restart(now, ttl);
+        let window = self.refreshers.window(key, entry.source());
+        entry.restart(now, ttl, window);
         let stale_window = self.policy.load().stale_window();
         let dead = |entry: &Entry| entry.lifetime(now, stale_window) == Lifetime::Dead;
-        let outcome = self.store.insert(key, entry, dead);
+        // A fresh upstream answer replacing a hot entry is news for the peers.
+        let refresh = matches!(entry.source(), Source::Upstream | Source::Prefetch);
+        let outcome = self.store.insert_queueing(key, entry, dead, refresh);
         if outcome.stored {
             self.counters.inserts.incr();
         }
@@ -277,6 +298,57 @@ impl Cache {
     /// other threads that are still in their own logs are not touched.
     pub fn flush_hits(&self) {
         self.store.flush_hits();
+    }
+
+    /// Read the entry under `key` without counting a hit or a miss and without touching its
+    /// eviction state: `f(entry, stale)` for an entry that is fresh (`stale` false) or within
+    /// its stale window at `now` (`stale` true); `None` for no entry or a dead one. For the
+    /// control plane, not the query path.
+    pub fn inspect<R>(
+        &self,
+        key: &[u8],
+        now: Instant,
+        f: impl FnOnce(&Entry, bool) -> R,
+    ) -> Option<R> {
+        let stale_window = self.policy.load().stale_window();
+        self.store
+            .get(key, |entry| match entry.lifetime(now, stale_window) {
+                Lifetime::Fresh => (Some(f(entry, false)), false),
+                Lifetime::Stale => (Some(f(entry, true)), false),
+                Lifetime::Dead => (None, false),
+            })
+            .flatten()
+    }
+
+    /// Every entry still fresh at `now`, with its key (shared, not copied): what a dump
+    /// writes. Takes no lock and counts nothing.
+    pub fn fresh_entries(&self, now: Instant) -> Vec<(Arc<[u8]>, Arc<Entry>)> {
+        let mut entries = self.store.entries();
+        entries.retain(|(_, entry)| entry.lifetime(now, 0) == Lifetime::Fresh);
+        entries
+    }
+
+    /// Move every key queued for gossip into `out`, with its applied hits: keys whose entry
+    /// reached [`GOSSIP_HITS`] hits, and hot entries replaced by an upstream answer. Each
+    /// shard queues at most 64 keys between two calls (more are dropped); queueing happens
+    /// where hits are applied, never on the lookup itself, and allocates nothing.
+    pub fn take_hot(&self, out: &mut Vec<(Arc<[u8]>, u32)>) {
+        self.store.take_hot(out);
+    }
+
+    /// Record that every cluster flush up to `epoch` was applied to this cache.
+    pub fn set_flush_epoch(&self, epoch: u64) {
+        self.flush_epoch.fetch_max(epoch, Ordering::Relaxed);
+    }
+
+    /// The last cluster flush epoch applied to this cache.
+    pub fn flush_epoch(&self) -> u64 {
+        self.flush_epoch.load(Ordering::Relaxed)
+    }
+
+    /// The gossip counters.
+    pub fn gossip_stats(&self) -> &crate::gossip::GossipStats {
+        &self.gossip
     }
 
     /// Remove the entry under `key`; true if there was one.
@@ -459,6 +531,56 @@ mod tests {
         assert!(cache.is_empty());
     }
 
+    /// A dumped entry (message with the TTLs as they stand, remaining time) loads into
+    /// another cache with no more TTL than it had left; inspect and dump count nothing.
+    #[test]
+    fn dump_and_load_keep_remaining_ttl() {
+        let policy = CachePolicy {
+            min_ttl: 120,
+            ..CachePolicy::default()
+        };
+        let cache = Cache::new(1 << 20, policy.clone());
+        let now = Instant::now();
+        let k = insert_a(&cache, "example.com", 300, now);
+        let later = now + Duration::from_secs(100);
+        let info = cache.inspect(&k, later, |e, stale| (e.ttl(), e.remaining(later), stale));
+        assert_eq!(info, Some((300, Duration::from_secs(200), false)));
+        assert_eq!(
+            cache.inspect(&key("absent.example"), later, |_, _| ()),
+            None
+        );
+        let dumped = cache.fresh_entries(later);
+        assert_eq!(dumped.len(), 1);
+        assert!(
+            cache
+                .fresh_entries(now + Duration::from_secs(300))
+                .is_empty()
+        );
+        let (dk, entry) = &dumped[0];
+        let mut out = vec![0u8; 65_535];
+        let len = entry.to_message(dk, later, &mut out);
+        let reply = super::testutil::decode(&out[..len]);
+        assert_eq!(reply.records[0].ttl, 200);
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (0, 0));
+
+        // Loaded with 50 s left: min_ttl (120) must not raise it back.
+        let other = Cache::new(1 << 20, policy);
+        let msg = Message::parse(&out[..len]).expect("dump parses");
+        let (loaded, ttl) = Entry::from_dump(&msg, &other.policy(), later, 50).expect("entry");
+        assert_eq!((ttl, loaded.source()), (Some(50), Source::Loaded));
+        other.insert(dk, loaded, 50, later);
+        let q = question("example.com", rtype::A);
+        let mut answer = [0u8; 512];
+        let n = other
+            .lookup(dk, later, false, |e, _| {
+                e.write_response(&mut answer, &client(&q, None), later, false, 512)
+            })
+            .expect("loaded entry hits");
+        let reply = super::testutil::decode(&answer[..n]);
+        assert!(reply.records.iter().all(|r| r.ttl <= 50), "{reply:?}");
+    }
+
     /// What a lookup returns: the freshness, or None on a miss.
     fn probe(cache: &Cache, key: &[u8], now: Instant, allow_stale: bool) -> Option<Freshness> {
         cache.lookup(key, now, allow_stale, |_, freshness| freshness)
@@ -607,6 +729,44 @@ mod tests {
         cache.flush_hits();
         assert_eq!(read(&cache), Some((5, true)));
         assert_eq!(cache.stats().hits_dropped, 0);
+    }
+
+    /// A key is queued for gossip once, when it reaches two applied hits (three uses), and
+    /// again when an upstream answer replaces it while hot; a gossip insert does not queue.
+    #[test]
+    fn hot_keys_are_queued_for_gossip() {
+        let cache = Cache::new(1 << 20, CachePolicy::default());
+        let now = Instant::now();
+        let k = insert_a(&cache, "example.com", 100, now);
+        let mut queued = Vec::new();
+        for _ in 0..4 {
+            assert!(probe(&cache, &k, now, false).is_some());
+            cache.flush_hits();
+        }
+        cache.take_hot(&mut queued);
+        assert_eq!(queued.len(), 1, "queued once, at the second hit");
+        assert_eq!((&queued[0].0[..], queued[0].1), (&k[..], 2));
+        queued.clear();
+        cache.take_hot(&mut queued);
+        assert!(queued.is_empty());
+
+        insert_a(&cache, "example.com", 100, now);
+        cache.take_hot(&mut queued);
+        assert_eq!(queued.len(), 1, "refresh of a hot entry");
+        queued.clear();
+        for _ in 0..2 {
+            assert!(probe(&cache, &k, now, false).is_some());
+            cache.flush_hits();
+        }
+        cache.take_hot(&mut queued);
+        queued.clear();
+        let bytes = a_response("example.com", 60);
+        let msg = Message::parse(&bytes).expect("parses");
+        let (peer, ttl) = Entry::from_peer(&msg, &cache.policy(), now, 60).expect("entry");
+        assert_eq!(peer.source(), Source::Gossip);
+        cache.insert(&k, peer, ttl.expect("cacheable"), now);
+        cache.take_hot(&mut queued);
+        assert!(queued.is_empty(), "a gossiped copy is not news");
     }
 
     /// A flood of 200k distinct names keeps bytes() under a 1 MiB bound, evicting as it goes.

@@ -57,6 +57,11 @@ use crate::stats::Counter;
 
 /// Applied hits at which a slot is hot and earns one extra pass through probation.
 pub const HOT_HITS: u32 = 3;
+/// Applied hits at which a key is queued for gossip: with the query that fetched the entry,
+/// that is three uses (see [`Store::take_hot`]).
+pub const GOSSIP_HITS: u32 = 2;
+/// Keys a shard queues for gossip before it drops further ones (until they are taken).
+const HOT_QUEUE_LEN: usize = 64;
 /// Bytes charged per slot on top of key and value: the map's table slot and boxed entry, the
 /// slab slot, and the headers of the shared key and value.
 pub const ENTRY_OVERHEAD: usize = 160;
@@ -192,6 +197,11 @@ struct ShardInner<V> {
     bytes: usize,
     /// Byte budget of this shard.
     budget: usize,
+    /// Keys that reached [`GOSSIP_HITS`], or a hot entry that was replaced by a refresh, and
+    /// their hits: waiting for the gossip sender. Allocated once with room for
+    /// [`HOT_QUEUE_LEN`] and never grown, so queueing from the hit-delivery path allocates
+    /// nothing; when full, further keys are dropped.
+    hot: Vec<(Arc<[u8]>, u32)>,
 }
 
 /// One shard of the write side.
@@ -287,6 +297,7 @@ impl<V: Weighted + 'static> Store<V> {
                     protected: List::EMPTY,
                     bytes: 0,
                     budget,
+                    hot: Vec::with_capacity(HOT_QUEUE_LEN),
                 }))
             })
             .collect();
@@ -338,16 +349,37 @@ impl<V: Weighted + 'static> Store<V> {
     /// Store `value` under `key`, replacing any value there, then evict until the shard is back
     /// under budget (see the module doc). `dead` says which values are past their stale window.
     /// A value too large for a shard is not stored, and the previous value is still removed.
-    pub fn insert(&self, key: &[u8], value: V, mut dead: impl FnMut(&V) -> bool) -> InsertOutcome {
+    #[cfg(test)]
+    pub fn insert(&self, key: &[u8], value: V, dead: impl FnMut(&V) -> bool) -> InsertOutcome {
+        self.insert_queueing(key, value, dead, false)
+    }
+
+    /// [`Store::insert`]; with `queue_if_hot`, a replaced value that was hot (at least
+    /// [`GOSSIP_HITS`] applied hits) puts the key on the gossip queue (a refresh of a hot
+    /// entry is news for the peers).
+    pub fn insert_queueing(
+        &self,
+        key: &[u8],
+        value: V,
+        mut dead: impl FnMut(&V) -> bool,
+        queue_if_hot: bool,
+    ) -> InsertOutcome {
         let charge = key.len() + value.size_bytes() + ENTRY_OVERHEAD;
         let shard_index = self.shard_index(key);
         let mut shard = self.lock_shard(shard_index);
         let map = self.map.pin();
         let (bytes_before, live_before) = (shard.bytes, shard.live);
+        let replaced_hits = map
+            .get(key)
+            .and_then(|node| shard.slots.get(node.ticket as u32 as usize))
+            .map_or(0, |slot| slot.hits);
         let mut outcome = InsertOutcome {
             replaced: shard.remove_key(&map, key),
             ..InsertOutcome::default()
         };
+        if queue_if_hot && replaced_hits >= GOSSIP_HITS {
+            shard.queue_hot(Arc::from(key), replaced_hits);
+        }
         if charge <= shard.budget / MAX_ENTRY_FRACTION {
             shard.push(&map, shard_index, key, value, charge);
             outcome.stored = true;
@@ -415,6 +447,25 @@ impl<V: Weighted + 'static> Store<V> {
             self.account(bytes_before, live_before, shard.bytes, shard.live);
         }
         removed
+    }
+
+    /// Every stored key and value at this moment (shared, not copied), for reports and dumps;
+    /// takes no lock and applies no hit.
+    pub fn entries(&self) -> Vec<(Arc<[u8]>, Arc<V>)> {
+        let map = self.map.pin();
+        map.iter()
+            .map(|(key, node)| (Arc::clone(key), Arc::clone(&node.value)))
+            .collect()
+    }
+
+    /// Move every key queued for gossip (with its hits at the time) into `out`, shard by
+    /// shard (waiting for each shard's lock; not for the query path).
+    pub fn take_hot(&self, out: &mut Vec<(Arc<[u8]>, u32)>) {
+        for index in 0..self.shards.len() {
+            let mut shard = self.lock_shard(index);
+            out.append(&mut shard.hot);
+            // `append` leaves the capacity in place: the queue never allocates again.
+        }
     }
 
     /// Number of stored values.
@@ -554,9 +605,23 @@ impl<V: Weighted + 'static> ShardInner<V> {
             }
             if let Some(occupant) = &slot.occupant {
                 let added = u32::try_from(same.len()).unwrap_or(u32::MAX);
+                let before = slot.hits;
                 slot.hits = slot.hits.saturating_add(added);
                 occupant.value.set_hits(slot.hits);
+                if before < GOSSIP_HITS && slot.hits >= GOSSIP_HITS {
+                    let entry = (Arc::clone(&occupant.key), slot.hits);
+                    if self.hot.len() < self.hot.capacity() {
+                        self.hot.push(entry);
+                    }
+                }
             }
+        }
+    }
+
+    /// Queue `key` for gossip unless the queue is full (it never grows).
+    fn queue_hot(&mut self, key: Arc<[u8]>, hits: u32) {
+        if self.hot.len() < self.hot.capacity() {
+            self.hot.push((key, hits));
         }
     }
 

@@ -2,8 +2,9 @@
 //! without a restart.
 //!
 //! [`LiveApply`] follows the state machine's published [`ClusterState`] and, on each change,
-//! swaps the upstream list ([`Forwarder::set_upstreams`](crate::upstream::Forwarder)) and the
-//! cache policy ([`Cache::set_policy`](crate::cache::Cache::set_policy)); both are arc-swaps,
+//! swaps the upstream list ([`Forwarder::set_upstreams`](crate::upstream::Forwarder)), the
+//! cache policy ([`Cache::set_policy`](crate::cache::Cache::set_policy)) and the access and
+//! rate-limit policy ([`Guard::set_policy`](crate::guard::Guard::set_policy)); all are arc-swaps,
 //! so a query in flight finishes on what it started with and none is dropped. Cluster-wide
 //! flushes newer than the last one applied here are applied to the local cache.
 
@@ -16,6 +17,7 @@ use super::settings::ClusterSettings;
 use super::state::{ClusterState, FlushCatchUp, FlushEpoch, FlushScope};
 use crate::cache::FlushTarget;
 use crate::config::{Config, RESOLV_CONF, parse_resolv_conf};
+use crate::guard::GuardPolicy;
 use crate::resolver::Resolver;
 
 /// Applies cluster state changes to one node's resolver.
@@ -78,6 +80,8 @@ impl LiveApply {
             }
             self.flush_epoch = state.flush_epoch;
         }
+        // Gossip stamps outgoing entries with it: the cache has survived every flush up to it.
+        self.resolver.cache().set_flush_epoch(self.flush_epoch);
     }
 
     /// Logs, once, which of this node's file values the cluster's settings override.
@@ -97,9 +101,14 @@ impl LiveApply {
         );
     }
 
-    /// Swaps in the upstreams and the cache policy of `settings`.
+    /// Swaps in the upstreams, the cache policy and the local records of `settings`.
     fn apply_settings(&self, settings: &ClusterSettings, version: u64) {
-        let upstreams = if settings.upstreams.is_empty() {
+        let authority = self.resolver.authority();
+        crate::authority::apply_local_records(authority, self.applied.as_ref(), settings, version);
+        let upstreams = if settings.upstreams.is_empty() && self.node_upstreams.is_empty() {
+            // Only an authoritative-only node (a zone, no upstream) has none: it never forwards.
+            Vec::new()
+        } else if settings.upstreams.is_empty() {
             let text = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
             let from_resolv = parse_resolv_conf(&text);
             if from_resolv.is_empty() {
@@ -121,33 +130,52 @@ impl LiveApply {
             cache.set_policy(policy);
             tracing::info!(version, cache = ?settings.cache, "cache policy applied");
         }
+        if self
+            .resolver
+            .guard()
+            .set_policy(GuardPolicy::from(settings))
+        {
+            tracing::info!(
+                version,
+                acl = ?settings.acl.allow_from,
+                rate_limit = ?settings.rate_limit,
+                "access and rate-limit policy applied"
+            );
+        }
     }
 
     /// Removes what one flush covers from the local cache (every DO/CD variant).
     fn apply_flush(&self, flush: &FlushEpoch) {
         let cache = self.resolver.cache();
-        let mut wire = [0u8; MAX_NAME_LEN];
-        let mut lower = |name: &str| -> Option<usize> {
-            let len = heimdall_wire::name_from_str(name, &mut wire).ok()?;
-            wire.get_mut(..len)?.make_ascii_lowercase();
-            Some(len)
-        };
-        let removed = match &flush.scope {
-            FlushScope::All => cache.flush(FlushTarget::All),
-            FlushScope::Type(qtype) => cache.flush(FlushTarget::Type(*qtype)),
-            FlushScope::Name(name) => match lower(name) {
-                Some(len) => cache.flush(FlushTarget::Name(&wire[..len])),
-                None => 0,
-            },
-            FlushScope::Subtree(name) => match lower(name) {
-                Some(len) => cache.flush(FlushTarget::Subtree(&wire[..len])),
-                None => 0,
-            },
-            FlushScope::NameType(name, qtype) => match lower(name) {
-                Some(len) => cache.flush(FlushTarget::NameType(&wire[..len], *qtype)),
-                None => 0,
-            },
-        };
+        let removed = with_flush_target(&flush.scope, |target| cache.flush(target)).unwrap_or(0);
         tracing::info!(epoch = flush.epoch, scope = ?flush.scope, removed, "flush applied");
     }
+}
+
+/// Calls `f` with the cache target of a flush `scope` (names lower-cased in wire form);
+/// `None` when the scope's name is not a valid domain name.
+pub fn with_flush_target<R>(scope: &FlushScope, f: impl FnOnce(FlushTarget<'_>) -> R) -> Option<R> {
+    let mut wire = [0u8; MAX_NAME_LEN];
+    let mut lower = |name: &str| -> Option<usize> {
+        let len = heimdall_wire::name_from_str(name, &mut wire).ok()?;
+        wire.get_mut(..len)?.make_ascii_lowercase();
+        Some(len)
+    };
+    let target = match scope {
+        FlushScope::All => FlushTarget::All,
+        FlushScope::Type(qtype) => FlushTarget::Type(*qtype),
+        FlushScope::Name(name) => {
+            let len = lower(name)?;
+            FlushTarget::Name(wire.get(..len)?)
+        }
+        FlushScope::Subtree(name) => {
+            let len = lower(name)?;
+            FlushTarget::Subtree(wire.get(..len)?)
+        }
+        FlushScope::NameType(name, qtype) => {
+            let len = lower(name)?;
+            FlushTarget::NameType(wire.get(..len)?, *qtype)
+        }
+    };
+    Some(f(target))
 }

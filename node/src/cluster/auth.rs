@@ -9,7 +9,7 @@
 //!
 //! The secret itself never travels and is never logged ([`crate::config::Secret`]).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -113,6 +113,64 @@ pub fn verify(
         .map_err(|_| AuthError::BadMac)
 }
 
+/// The secrets a node checks incoming calls and gossip with: the current cluster secret
+/// (the only one it signs with) and, during a rotation, the previous one, accepted until the
+/// grace period set by `cluster.previous_secret_grace_s` ends.
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    /// The cluster secret.
+    current: Secret,
+    /// The secret being rotated out, and until when it is accepted.
+    previous: Option<(Secret, Instant)>,
+}
+
+impl Keyring {
+    /// Only `current`.
+    pub fn new(current: Secret) -> Self {
+        Self {
+            current,
+            previous: None,
+        }
+    }
+
+    /// Also accepts `previous` for `grace` from now.
+    pub fn with_previous(mut self, previous: Secret, grace: Duration) -> Self {
+        self.previous = Some((previous, Instant::now() + grace));
+        self
+    }
+
+    /// The current secret (signs everything this node sends).
+    pub fn current(&self) -> &Secret {
+        &self.current
+    }
+
+    /// The previous secret while its grace period lasts.
+    pub fn previous(&self) -> Option<&Secret> {
+        self.previous
+            .as_ref()
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(secret, _)| secret)
+    }
+
+    /// [`verify`] under the current secret, then (for a MAC that does not match) under the
+    /// previous one while it is accepted.
+    pub fn verify(
+        &self,
+        method: &str,
+        header: Option<&str>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<(), AuthError> {
+        match verify(&self.current, method, header, body, now_ms) {
+            Err(AuthError::BadMac) => match self.previous() {
+                Some(previous) => verify(previous, method, header, body, now_ms),
+                None => Err(AuthError::BadMac),
+            },
+            other => other,
+        }
+    }
+}
+
 /// Lower-case hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -151,6 +209,32 @@ mod tests {
     /// A test secret.
     fn secret(s: &str) -> Secret {
         Secret::new(s)
+    }
+
+    /// A keyring accepts its current secret, the previous one only during the grace period,
+    /// and nothing else.
+    #[test]
+    fn keyring_accepts_the_previous_secret_during_the_grace_period() {
+        let (new, old, other) = (
+            secret("the-new-cluster-secret"),
+            secret("the-old-cluster-secret"),
+            secret("some-other-secret-000"),
+        );
+        let m = "/heimdall.v1.RaftService/Vote";
+        let signed = |k: &Secret| sign(k, m, 1_000_000, b"body");
+        let check =
+            |ring: &Keyring, k: &Secret| ring.verify(m, Some(&signed(k)), b"body", 1_000_000);
+        let rotating =
+            Keyring::new(new.clone()).with_previous(old.clone(), Duration::from_secs(60));
+        assert_eq!(check(&rotating, &new), Ok(()));
+        assert_eq!(check(&rotating, &old), Ok(()));
+        assert_eq!(check(&rotating, &other), Err(AuthError::BadMac));
+        assert_eq!(rotating.current(), &new);
+        let ended = Keyring::new(new.clone()).with_previous(old.clone(), Duration::ZERO);
+        assert!(ended.previous().is_none());
+        assert_eq!(check(&ended, &new), Ok(()));
+        assert_eq!(check(&ended, &old), Err(AuthError::BadMac));
+        assert_eq!(check(&Keyring::new(new), &old), Err(AuthError::BadMac));
     }
 
     /// A signed call verifies; any change to method, body, time or secret does not.

@@ -1,17 +1,34 @@
 //! The node's gRPC server: one tonic server on `node.grpc_listen` carrying every service.
 //!
 //! [`serve`] takes a bound listener and a set of [`Routes`]: the cluster registers the
-//! internal Raft service there, and the control plane will add its services to the same
-//! routes, so every gRPC service of a node shares one port.
+//! internal Raft service there and the control plane adds its own (`heimdall.v1.Control`,
+//! `grpc.health.v1`, server reflection; see [`crate::admin`]), so every gRPC service of a
+//! node shares one port. With `[tls]` the listener speaks TLS only (rustls through tonic,
+//! see [`crate::tls`]); a plain-text client fails its handshake and is dropped.
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 
-/// Serves `routes` on `listener` until `stop` turns true (or its sender is dropped).
-pub async fn serve(listener: TcpListener, routes: Routes, mut stop: watch::Receiver<bool>) {
+/// A server builder for `tls` (None: plain text); fails when rustls refuses the certificate
+/// or key (validation has built the same configuration once already).
+pub fn builder(tls: Option<ServerTlsConfig>) -> Result<Server, tonic::transport::Error> {
+    match tls {
+        Some(tls) => Server::builder().tls_config(tls),
+        None => Ok(Server::builder()),
+    }
+}
+
+/// Serves `routes` on `listener` with `server` until `stop` turns true (or its sender is
+/// dropped).
+pub async fn serve(
+    mut server: Server,
+    listener: TcpListener,
+    routes: Routes,
+    mut stop: watch::Receiver<bool>,
+) {
     let addr = listener.local_addr().ok();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = async move {
@@ -21,7 +38,7 @@ pub async fn serve(listener: TcpListener, routes: Routes, mut stop: watch::Recei
             }
         }
     };
-    let result = Server::builder()
+    let result = server
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -8,6 +8,11 @@
 //!
 //! [`Peers`] is the same machinery for the node's own calls to other members: forwarding a
 //! write or a read to the leader.
+//!
+//! With `[tls]`, every channel is `https`: it trusts `tls.ca_file` (default
+//! `tls.client_ca_file`) and presents the node's own certificate, so the peers' listeners
+//! (which may require client certificates) accept it. The cluster-secret signature is sent
+//! either way.
 
 use std::time::Duration;
 
@@ -24,7 +29,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::auth::{self, AUTH_HEADER};
 use super::types::{Member, NodeId, TypeConfig};
@@ -46,12 +51,16 @@ pub mod method {
     pub const CHANGE_MEMBERSHIP: &str = "/heimdall.v1.RaftService/ChangeMembership";
     /// `Join`.
     pub const JOIN: &str = "/heimdall.v1.RaftService/Join";
+    /// `RemoveNode`.
+    pub const REMOVE_NODE: &str = "/heimdall.v1.RaftService/RemoveNode";
     /// `Members`.
     pub const MEMBERS: &str = "/heimdall.v1.RaftService/Members";
     /// `Metrics`.
     pub const METRICS: &str = "/heimdall.v1.RaftService/Metrics";
     /// `State`.
     pub const STATE: &str = "/heimdall.v1.RaftService/State";
+    /// `HotEntries`.
+    pub const HOT_ENTRIES: &str = "/heimdall.v1.RaftService/HotEntries";
 }
 
 /// Largest gRPC message the internal service sends or accepts (snapshots are chunked well
@@ -76,9 +85,18 @@ pub fn authenticated<T: prost::Message>(
     request
 }
 
-/// A lazily connecting channel to `addr` (`host:port`); fails only on a malformed address.
-pub fn lazy_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// A lazily connecting channel to `addr` (`host:port`), over TLS with `tls` (`https`, the
+/// server's certificate checked against `addr`'s host name or IP address) or plain `http`;
+/// fails only on a malformed address or an unusable TLS configuration.
+pub fn lazy_channel(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match tls {
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone())?,
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    };
+    Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .connect_lazy())
@@ -91,19 +109,25 @@ pub fn client(channel: Channel) -> RaftServiceClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// What the node needs to call other members: the secret and the default deadline.
+/// What the node needs to call other members: the secret, TLS and the default deadline.
 #[derive(Clone, Debug)]
 pub struct Peers {
     /// The cluster secret that signs every call.
     secret: Option<Secret>,
+    /// TLS towards the peers (None: plain text).
+    tls: Option<ClientTlsConfig>,
     /// Deadline of a forwarded call.
     timeout: Duration,
 }
 
 impl Peers {
-    /// Calls signed with `secret`, each bounded by `timeout`.
-    pub fn new(secret: Option<Secret>, timeout: Duration) -> Self {
-        Self { secret, timeout }
+    /// Calls signed with `secret`, over `tls` when given, each bounded by `timeout`.
+    pub fn new(secret: Option<Secret>, tls: Option<ClientTlsConfig>, timeout: Duration) -> Self {
+        Self {
+            secret,
+            tls,
+            timeout,
+        }
     }
 
     /// The cluster secret, if any.
@@ -120,7 +144,7 @@ impl Peers {
 
     /// A client for the member at `addr` (connects on first use).
     pub fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, tonic::Status> {
-        lazy_channel(addr)
+        lazy_channel(addr, self.tls.as_ref())
             .map(client)
             .map_err(|e| tonic::Status::invalid_argument(format!("bad address {addr:?}: {e}")))
     }
@@ -131,12 +155,14 @@ impl Peers {
 pub struct NetworkFactory {
     /// Signing secret shared by every connection.
     secret: Option<Secret>,
+    /// TLS towards the peers (None: plain text).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl NetworkFactory {
-    /// A factory whose connections sign with `secret`.
-    pub fn new(secret: Option<Secret>) -> Self {
-        Self { secret }
+    /// A factory whose connections sign with `secret` and use `tls` when given.
+    pub fn new(secret: Option<Secret>, tls: Option<ClientTlsConfig>) -> Self {
+        Self { secret, tls }
     }
 }
 
@@ -149,7 +175,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerNetwork {
             target,
             addr: node.grpc_addr.clone(),
-            client: lazy_channel(&node.grpc_addr)
+            client: lazy_channel(&node.grpc_addr, self.tls.as_ref())
                 .map(client)
                 .map_err(|e| e.to_string()),
             secret: self.secret.clone(),

@@ -14,13 +14,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use heimdall_proto::v1::{ClientWriteRequest, StateRequest};
-use openraft::error::{ClientWriteError, RaftError};
+use heimdall_proto::v1::raft_service_client::RaftServiceClient;
+use heimdall_proto::v1::{
+    AddLearnerRequest, ClientWriteRequest, JoinRequest, MembershipReply, RemoveNodeRequest,
+    StateRequest,
+};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tonic::transport::Channel;
 
 use super::apply::LiveApply;
 use super::auth;
@@ -39,6 +44,9 @@ pub const NODE_ID_FILE: &str = "node_id";
 
 /// How long a write (including forwarding and waiting for a new leader) may take.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a membership change (adding a node includes its catching up) may take.
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Deadline of one call forwarded to the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,6 +106,9 @@ pub enum ClusterError {
     /// Raft failed (stopped, storage error) or refused the operation.
     #[error("raft: {0}")]
     Raft(String),
+    /// Hot-cache gossip could not start.
+    #[error(transparent)]
+    Gossip(#[from] crate::gossip::GossipError),
     /// No leader is known within the deadline (no quorum, or an election in progress).
     #[error("no leader is known (last known: {last_known}); the cluster may lack a quorum")]
     NoLeader {
@@ -122,6 +133,12 @@ pub enum ClusterError {
         /// The leader as known here (`node N at ADDR` or `unknown`).
         leader: String,
     },
+    /// The gRPC listener's TLS configuration was refused by rustls.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The control plane's services could not be built.
+    #[error("control plane: {0}")]
+    Control(String),
     /// The request is malformed (undecodable command, bad member).
     #[error("invalid request: {0}")]
     BadRequest(String),
@@ -183,6 +200,13 @@ struct Inner {
     peers: Peers,
     /// Internal RPCs refused for missing or wrong authentication.
     auth_failures: Counter,
+    /// The secrets incoming internal calls and gossip are checked with (none without a
+    /// cluster secret).
+    keyring: Option<auth::Keyring>,
+    /// Held by every membership change this node makes as leader, from the check of the
+    /// current membership to the committed change, so no two interleave (a node's address
+    /// announcement checked before a removal must not be written after it and add it back).
+    membership_lock: tokio::sync::Mutex<()>,
     /// Where the internal gRPC server listens.
     grpc_addr: SocketAddr,
     /// Set to true to stop the background tasks and the gRPC server.
@@ -214,6 +238,8 @@ pub struct RunningCluster {
     handle: ClusterHandle,
     /// Background tasks (gRPC server, live apply, seeding).
     tasks: Vec<JoinHandle<()>>,
+    /// The `grpc.health.v1` status, set to NOT_SERVING on shutdown.
+    health: tonic_health::server::HealthReporter,
 }
 
 impl RunningCluster {
@@ -224,6 +250,9 @@ impl RunningCluster {
 
     /// Stops the gRPC server and the background tasks, then Raft.
     pub async fn shutdown(mut self) {
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         let _ = self.handle.inner.stop.send(true);
         for task in self.tasks.drain(..) {
             let _ = task.await;
@@ -323,11 +352,28 @@ pub async fn start(
     let (log_store, state_machine) = store::open(data_dir)?;
     let state = state_machine.subscribe();
     let secret = config.cluster.secret.clone();
+    let tls = config.tls.material.as_deref();
+    let peer_tls = tls.map(crate::tls::TlsMaterial::client_config);
+    let keyring = secret.clone().map(|current| {
+        let ring = auth::Keyring::new(current);
+        match &config.cluster.previous_secret {
+            Some(previous) => {
+                let grace = Duration::from_secs(config.cluster.previous_secret_grace_s);
+                tracing::info!(
+                    grace_s = grace.as_secs(),
+                    "cluster secret rotation: the previous secret is accepted (never used to \
+                     sign) during the grace period"
+                );
+                ring.with_previous(previous.clone(), grace)
+            }
+            None => ring,
+        }
+    });
     let raft_config = Arc::new(raft_config(config.cluster.election_timeout_ms)?);
     let raft = Raft::new(
         id,
         raft_config,
-        NetworkFactory::new(secret.clone()),
+        NetworkFactory::new(secret.clone(), peer_tls.clone()),
         log_store,
         state_machine,
     )
@@ -348,17 +394,43 @@ pub async fn start(
             id,
             raft,
             state,
-            peers: Peers::new(secret.clone(), FORWARD_TIMEOUT),
+            peers: Peers::new(secret.clone(), peer_tls, FORWARD_TIMEOUT),
             auth_failures: Counter::new(),
+            keyring,
+            membership_lock: tokio::sync::Mutex::new(()),
             grpc_addr,
             stop,
         }),
     };
 
     let mut routes = tonic::service::RoutesBuilder::default();
-    routes.add_service(RaftGrpc::new(handle.clone()).into_server());
-    // The control plane adds its services to `routes` here, on the same listener.
+    routes.add_service(RaftGrpc::new(handle.clone(), Arc::clone(resolver)).into_server());
+    let admin = crate::admin::NodeAdmin::new(config, Arc::clone(resolver), handle.clone());
+    let health = crate::admin::add_services(&mut routes, config, admin)
+        .await
+        .map_err(|e| ClusterError::Control(e.to_string()))?;
+    // Warm start when there are peers to learn from: not ready until a peer's hot set is
+    // loaded (bounded in time), so set before the server answers health checks. A `--join`
+    // node without state learns its peers when it is added: it is not ready until then.
+    // The Raft core publishes the stored membership before it serves its first request: ask
+    // it something first, or `members()` may still read the empty initial metrics.
+    handle
+        .inner
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+    let joining = config.cluster.join && handle.members().is_empty();
+    let warm = secret.is_some() && (joining || handle.members().iter().any(|m| m.id != id));
+    if warm {
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let server = super::grpc::builder(tls.map(crate::tls::TlsMaterial::server_config))
+        .map_err(|e| ClusterError::Tls(e.to_string()))?;
     let mut tasks = vec![tokio::spawn(super::grpc::serve(
+        server,
         listener,
         routes.routes(),
         stop_rx.clone(),
@@ -372,7 +444,7 @@ pub async fn start(
             .cloned()
             .unwrap_or_else(|| grpc_addr.to_string()),
         dns_addr: config.dns.listen.to_string(),
-        gossip_addr: String::new(),
+        gossip_addr: config.node.gossip_listen.to_string(),
     };
     if secret.is_none() {
         tracing::warn!(
@@ -387,6 +459,7 @@ pub async fn start(
         election_timeout_ms = config.cluster.election_timeout_ms,
         members = config.cluster.initial_members.len(),
         join = config.cluster.join,
+        grpc_tls = tls.map_or("off", crate::tls::TlsMaterial::mode),
         "cluster member started"
     );
 
@@ -406,10 +479,68 @@ pub async fn start(
         handle.inner.state.clone(),
         stop_rx.clone(),
     )));
+    tasks.extend(
+        crate::gossip::start(
+            config,
+            Arc::clone(resolver),
+            handle.clone(),
+            stop_rx.clone(),
+        )
+        .await?,
+    );
+    if warm {
+        let (health, handle, resolver) = (health.clone(), handle.clone(), Arc::clone(resolver));
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            if joining {
+                tokio::select! {
+                    () = wait_added(&handle) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            crate::gossip::warm::warm_start(&handle, resolver.cache()).await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+        }));
+    }
+    tasks.push(tokio::spawn(announce(
+        handle.clone(),
+        me.clone(),
+        stop_rx.clone(),
+    )));
     if bootstrapper {
         tasks.push(tokio::spawn(seed(handle.clone(), file_settings, stop_rx)));
     }
-    Ok(RunningCluster { handle, tasks })
+    Ok(RunningCluster {
+        handle,
+        tasks,
+        health,
+    })
+}
+
+/// Waits until this `--join` node has been added to a cluster: it is in the membership, knows
+/// a leader, and has applied the log up to the membership change that added it (so it holds
+/// every earlier flush epoch before it takes in a peer's hot set).
+async fn wait_added(handle: &ClusterHandle) {
+    let id = handle.id();
+    let added = handle
+        .raft()
+        .wait(None)
+        .metrics(
+            |m| {
+                let membership = &m.membership_config;
+                membership.membership().get_node(&id).is_some()
+                    && m.current_leader.is_some()
+                    && m.last_applied.map(|l| l.index) >= membership.log_id().map(|l| l.index)
+            },
+            "this node added to a cluster",
+        )
+        .await;
+    match added {
+        Ok(_) => tracing::info!(node_id = id, "added to the cluster: warm start from a peer"),
+        Err(e) => tracing::warn!(node_id = id, "waiting to be added: {e}"),
+    }
 }
 
 /// Initializes the Raft group when this node must and no state exists; returns whether this
@@ -474,6 +605,34 @@ async fn bootstrap(
         Err(e) => return Err(ClusterError::Raft(e.to_string())),
     }
     Ok(true)
+}
+
+/// How often [`announce`] retries while its addresses are not (yet) in the membership.
+const ANNOUNCE_RETRY: Duration = Duration::from_millis(500);
+
+/// Makes sure the membership records this node's own addresses (`me`): members named in
+/// `cluster.initial_members` or added by `add-node` are known by their gRPC address only, so
+/// once this node is a member it sends its DNS and gossip addresses to the leader (the
+/// leader's `add_learner` updates a known member). Ends when they are recorded or on stop.
+async fn announce(handle: ClusterHandle, me: Member, mut stop: watch::Receiver<bool>) {
+    let id = handle.id();
+    loop {
+        let members = handle.members();
+        match members.iter().find(|m| m.id == id) {
+            Some(info) if info.member == me => return,
+            Some(_) if handle.leader().is_some() => {
+                match handle.announce_via_leader(id, me.clone()).await {
+                    Ok(_) => tracing::info!(node_id = id, member = %me, "addresses announced"),
+                    Err(e) => tracing::debug!(node_id = id, "announcing addresses: {e}"),
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ANNOUNCE_RETRY) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Applies every published cluster state to the resolver until stopped.
@@ -557,6 +716,11 @@ impl ClusterHandle {
     /// The cluster secret, if any.
     pub fn secret(&self) -> Option<&Secret> {
         self.inner.peers.secret()
+    }
+
+    /// The secrets incoming internal calls and gossip are checked with, if any.
+    pub fn keyring(&self) -> Option<&auth::Keyring> {
+        self.inner.keyring.as_ref()
     }
 
     /// Internal RPCs refused for missing or wrong authentication.
@@ -755,14 +919,96 @@ impl ClusterHandle {
         member: Member,
         blocking: bool,
     ) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
+        let _changing = self.inner.membership_lock.lock().await;
+        self.add_learner_locked(id, member, blocking).await
+    }
+
+    /// [`ClusterHandle::add_learner`] with the membership lock already held.
+    async fn add_learner_locked(
+        &self,
+        id: NodeId,
+        member: Member,
+        blocking: bool,
+    ) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
         self.require_leader()?;
-        let written = self
-            .inner
-            .raft
-            .add_learner(id, member, blocking)
-            .await
-            .map_err(|e| self.membership_error(e))?;
+        let known = self.members().into_iter().find(|m| m.id == id);
+        let written = match known {
+            // Already a member at that address (added before): only its data changes.
+            Some(info) if info.member.grpc_addr == member.grpc_addr => {
+                self.set_node(id, &member).await?
+            }
+            _ => {
+                self.retrying_membership(|| {
+                    self.inner.raft.add_learner(id, member.clone(), blocking)
+                })
+                .await?
+            }
+        };
         Ok((written.log_id.index, self.members()))
+    }
+
+    /// Records `member` as the addresses of node `id` (on the leader), which must be a member
+    /// already: a node announcing itself after it was removed is refused, not added back.
+    pub async fn record_addresses(
+        &self,
+        id: NodeId,
+        member: Member,
+    ) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
+        let _changing = self.inner.membership_lock.lock().await;
+        self.require_leader()?;
+        let Some(known) = self.members().into_iter().find(|m| m.id == id) else {
+            return Err(ClusterError::Membership(format!(
+                "node {id} is not a member of this cluster; its addresses are not recorded"
+            )));
+        };
+        if known.member.grpc_addr != member.grpc_addr {
+            return Err(ClusterError::Membership(format!(
+                "node {id} is a member at {}, not at {}; its addresses are not recorded",
+                known.member.grpc_addr, member.grpc_addr
+            )));
+        }
+        let written = self.set_node(id, &member).await?;
+        Ok((written.log_id.index, self.members()))
+    }
+
+    /// Replaces the data (addresses) of member `id`; the caller holds the membership lock.
+    async fn set_node(
+        &self,
+        id: NodeId,
+        member: &Member,
+    ) -> Result<openraft::raft::ClientWriteResponse<super::types::TypeConfig>, ClusterError> {
+        self.retrying_membership(|| {
+            self.inner.raft.change_membership(
+                ChangeMembers::SetNodes(BTreeMap::from([(id, member.clone())])),
+                true,
+            )
+        })
+        .await
+    }
+
+    /// Records `member` as node `id`'s addresses, on the leader wherever it is (over the
+    /// internal AddLearner call, as an update of a member only, when this node follows).
+    pub async fn announce_via_leader(
+        &self,
+        id: NodeId,
+        member: Member,
+    ) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
+        let request = AddLearnerRequest {
+            member: Some(super::service::member_message(&MemberInfo {
+                id,
+                member: member.clone(),
+                voter: false,
+            })),
+            blocking: false,
+            update_only: true,
+        };
+        self.membership_via_leader(
+            || self.record_addresses(id, member.clone()),
+            method::ADD_LEARNER,
+            |mut client, request| async move { client.add_learner(request).await },
+            request,
+        )
+        .await
     }
 
     /// Makes exactly `voters` the voters (on the leader); removed voters stay learners when
@@ -772,13 +1018,15 @@ impl ClusterHandle {
         voters: BTreeSet<NodeId>,
         retain: bool,
     ) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
+        let _changing = self.inner.membership_lock.lock().await;
         self.require_leader()?;
         let written = self
-            .inner
-            .raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), retain)
-            .await
-            .map_err(|e| self.membership_error(e))?;
+            .retrying_membership(|| {
+                self.inner
+                    .raft
+                    .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), retain)
+            })
+            .await?;
         Ok((written.log_id.index, self.members()))
     }
 
@@ -788,14 +1036,222 @@ impl ClusterHandle {
         id: NodeId,
         member: Member,
     ) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
-        self.add_learner(id, member, true).await?;
+        let _changing = self.inner.membership_lock.lock().await;
+        self.add_learner_locked(id, member, true).await?;
         let written = self
-            .inner
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| self.membership_error(e))?;
+            .retrying_membership(|| {
+                self.inner
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            })
+            .await?;
         Ok((written.log_id.index, self.members()))
+    }
+
+    /// Removes node `id` (on the leader): a voter is first demoted to learner (the remaining
+    /// voters must not be empty), then removed from the membership.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
+        let _changing = self.inner.membership_lock.lock().await;
+        self.require_leader()?;
+        let members = self.members();
+        let Some(target) = members.iter().find(|m| m.id == id) else {
+            return Err(ClusterError::Membership(format!(
+                "node {id} is not a member of this cluster"
+            )));
+        };
+        if target.voter {
+            let voters: BTreeSet<NodeId> = members
+                .iter()
+                .filter(|m| m.voter && m.id != id)
+                .map(|m| m.id)
+                .collect();
+            if voters.is_empty() {
+                return Err(ClusterError::Membership(format!(
+                    "node {id} is the last voter; a cluster cannot remove its last voter"
+                )));
+            }
+            self.retrying_membership(|| {
+                self.inner
+                    .raft
+                    .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), true)
+            })
+            .await?;
+        }
+        let written = self
+            .retrying_membership(|| {
+                self.inner
+                    .raft
+                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            })
+            .await?;
+        Ok((written.log_id.index, self.members()))
+    }
+
+    /// [`ClusterHandle::join`] on the leader, wherever it is: run here when this node leads,
+    /// else forwarded over the internal Join call; retried while leadership moves.
+    pub async fn join_via_leader(
+        &self,
+        id: NodeId,
+        member: Member,
+    ) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
+        let request = JoinRequest {
+            member: Some(super::service::member_message(&MemberInfo {
+                id,
+                member: member.clone(),
+                voter: true,
+            })),
+        };
+        self.membership_via_leader(
+            || self.join(id, member.clone()),
+            method::JOIN,
+            |mut client, request| async move { client.join(request).await },
+            request,
+        )
+        .await
+    }
+
+    /// [`ClusterHandle::remove_node`] on the leader, wherever it is (see
+    /// [`ClusterHandle::join_via_leader`]). Removing the leader itself demotes it first; the
+    /// removal then completes on the new leader.
+    pub async fn remove_node_via_leader(
+        &self,
+        id: NodeId,
+    ) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
+        self.membership_via_leader(
+            || self.remove_node(id),
+            method::REMOVE_NODE,
+            |mut client, request| async move { client.remove_node(request).await },
+            RemoveNodeRequest { id },
+        )
+        .await
+    }
+
+    /// Runs a membership change on the leader: `local()` when this node leads, else `remote`
+    /// with a signed `request` for `method` to the leader. A NotLeader answer (leadership
+    /// moved, e.g. because the change demoted the leader) is retried until [`MEMBERSHIP_TIMEOUT`].
+    async fn membership_via_leader<Req, Local, LocalFut, Remote, RemoteFut>(
+        &self,
+        local: Local,
+        method: &str,
+        remote: Remote,
+        request: Req,
+    ) -> Result<(u64, Vec<MemberInfo>), ClusterError>
+    where
+        Req: prost::Message + Clone,
+        Local: Fn() -> LocalFut,
+        LocalFut: Future<Output = Result<(u64, Vec<MemberInfo>), ClusterError>>,
+        Remote: Fn(RaftServiceClient<Channel>, tonic::Request<Req>) -> RemoteFut,
+        RemoteFut: Future<Output = Result<tonic::Response<MembershipReply>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
+        loop {
+            let leader = self.wait_leader(deadline).await?;
+            let result = if leader.0 == self.id() {
+                local().await
+            } else {
+                let peers = &self.inner.peers;
+                let unreachable = |reason: String| ClusterError::LeaderUnreachable {
+                    leader: leader.0,
+                    addr: leader.1.clone(),
+                    reason,
+                };
+                let client = peers
+                    .client(&leader.1)
+                    .map_err(|s| unreachable(s.message().to_owned()))?;
+                let mut call = peers.request(method, request.clone());
+                call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                match remote(client, call).await {
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        let members = reply
+                            .members
+                            .into_iter()
+                            .map(|m| MemberInfo {
+                                id: m.id,
+                                voter: m.voter,
+                                member: Member {
+                                    grpc_addr: m.grpc_addr,
+                                    dns_addr: m.dns_addr,
+                                    gossip_addr: m.gossip_addr,
+                                },
+                            })
+                            .collect();
+                        Ok((reply.log_index, members))
+                    }
+                    Err(s) if s.code() == tonic::Code::Unavailable => {
+                        Err(ClusterError::NotLeader {
+                            node: leader.0,
+                            leader: s.message().to_owned(),
+                        })
+                    }
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                        Err(ClusterError::Membership(s.message().to_owned()))
+                    }
+                    Err(s) => Err(unreachable(format!("{:?}: {}", s.code(), s.message()))),
+                }
+            };
+            match result {
+                Err(ClusterError::NotLeader { .. }) if Instant::now() < deadline => {
+                    self.pause(deadline).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Signed calls to other members, with this node's secret.
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    /// Waits until the cluster state applied on this node satisfies `done` (or `deadline`
+    /// passes); returns the state then.
+    pub async fn wait_applied(
+        &self,
+        deadline: Instant,
+        done: impl Fn(&ClusterState) -> bool,
+    ) -> Arc<ClusterState> {
+        let mut state = self.inner.state.clone();
+        loop {
+            let current = Arc::clone(&state.borrow_and_update());
+            if done(&current) {
+                return current;
+            }
+            match tokio::time::timeout_at(deadline, state.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return current,
+            }
+        }
+    }
+
+    /// Runs one membership change on this node's Raft, retrying while an earlier change is
+    /// still being committed (openraft allows one at a time; members announcing their own
+    /// addresses make such overlaps routine at start-up) until [`MEMBERSHIP_TIMEOUT`].
+    async fn retrying_membership<F, Fut>(
+        &self,
+        change: F,
+    ) -> Result<openraft::raft::ClientWriteResponse<super::types::TypeConfig>, ClusterError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<
+                Output = Result<
+                    openraft::raft::ClientWriteResponse<super::types::TypeConfig>,
+                    RaftError<NodeId, ClientWriteError<NodeId, Member>>,
+                >,
+            >,
+    {
+        let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
+        loop {
+            match change().await {
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(in_progress),
+                ))) if Instant::now() < deadline => {
+                    tracing::debug!("membership change waits for an earlier one: {in_progress}");
+                    self.pause(deadline).await;
+                }
+                other => return other.map_err(|e| self.membership_error(e)),
+            }
+        }
     }
 
     /// Maps a failed membership change.

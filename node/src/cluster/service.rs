@@ -7,13 +7,15 @@
 //! leader is known, UNAVAILABLE answers carry it in the [`LEADER_HEADER`] metadata.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use heimdall_proto::v1::raft_reply::Result as ReplyResult;
 use heimdall_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
 use heimdall_proto::v1::{
-    AddLearnerRequest, ChangeMembershipRequest, ClientWriteReply, ClientWriteRequest, JoinRequest,
-    Member as MemberMessage, MembersReply, MembersRequest, MembershipReply, MetricsReply,
-    MetricsRequest, RaftPayload, RaftReply, StateReply, StateRequest,
+    AddLearnerRequest, ChangeMembershipRequest, ClientWriteReply, ClientWriteRequest,
+    HotEntriesRequest, HotEntry, JoinRequest, Member as MemberMessage, MembersReply,
+    MembersRequest, MembershipReply, MetricsReply, MetricsRequest, RaftPayload, RaftReply,
+    RemoveNodeRequest, StateReply, StateRequest,
 };
 use prost::Message;
 use serde::Serialize;
@@ -25,6 +27,7 @@ use super::network::{MAX_MESSAGE_BYTES, method};
 use super::node::{ClusterError, ClusterHandle, MemberInfo, Origin};
 use super::state::Command;
 use super::types::Member;
+use crate::resolver::Resolver;
 
 /// Metadata set by a member that forwards a read to the leader (never forwarded again).
 pub const FORWARDED_HEADER: &str = "x-heimdall-forwarded";
@@ -38,12 +41,14 @@ pub const LEADER_HEADER: &str = "x-heimdall-leader";
 pub struct RaftGrpc {
     /// The node's cluster handle.
     cluster: ClusterHandle,
+    /// The node's resolver, whose cache's hot set `HotEntries` streams.
+    resolver: Arc<Resolver>,
 }
 
 impl RaftGrpc {
     /// The service over `cluster`.
-    pub fn new(cluster: ClusterHandle) -> Self {
-        Self { cluster }
+    pub fn new(cluster: ClusterHandle, resolver: Arc<Resolver>) -> Self {
+        Self { cluster, resolver }
     }
 
     /// The tonic server wrapper, accepting messages up to [`MAX_MESSAGE_BYTES`].
@@ -55,15 +60,14 @@ impl RaftGrpc {
 
     /// Checks the call's HMAC; refusals are counted and logged with the peer address.
     fn authenticate<T: Message>(&self, method: &str, request: &Request<T>) -> Result<(), Status> {
-        let result = match self.cluster.secret() {
+        let result = match self.cluster.keyring() {
             None => Err(auth::AuthError::NoSecret),
-            Some(secret) => {
+            Some(keyring) => {
                 let header = request
                     .metadata()
                     .get(AUTH_HEADER)
                     .and_then(|v| v.to_str().ok());
-                auth::verify(
-                    secret,
+                keyring.verify(
                     method,
                     header,
                     &request.get_ref().encode_to_vec(),
@@ -120,8 +124,25 @@ pub fn status(error: &ClusterError, cluster: &ClusterHandle) -> Status {
     status
 }
 
+/// This node's Raft position and applied versions, as the Metrics call reports them.
+pub fn metrics_reply(cluster: &ClusterHandle) -> MetricsReply {
+    let m = cluster.metrics();
+    let state = cluster.state();
+    MetricsReply {
+        node_id: m.id,
+        state: format!("{:?}", m.state),
+        current_term: m.current_term,
+        leader_id: m.current_leader,
+        last_log_index: m.last_log_index,
+        last_applied_index: m.last_applied.map(|id| id.index),
+        settings_version: state.version,
+        flush_epoch: state.flush_epoch,
+        auth_failures: cluster.auth_failures().get(),
+    }
+}
+
 /// The protobuf form of a member.
-fn member_message(info: &MemberInfo) -> MemberMessage {
+pub fn member_message(info: &MemberInfo) -> MemberMessage {
     MemberMessage {
         id: info.id,
         grpc_addr: info.member.grpc_addr.clone(),
@@ -161,8 +182,32 @@ fn membership_reply(
     }))
 }
 
+/// The stream `HotEntries` answers with (built in full before it is sent).
+type HotEntriesStream =
+    tonic::codegen::tokio_stream::Iter<std::vec::IntoIter<Result<HotEntry, Status>>>;
+
 #[tonic::async_trait]
 impl RaftService for RaftGrpc {
+    /// See [`HotEntriesStream`].
+    type HotEntriesStream = HotEntriesStream;
+
+    /// Streams this node's hot cache entries, most-hit first (warm start of a peer).
+    async fn hot_entries(
+        &self,
+        request: Request<HotEntriesRequest>,
+    ) -> Result<Response<Self::HotEntriesStream>, Status> {
+        self.authenticate(method::HOT_ENTRIES, &request)?;
+        let limit = usize::try_from(request.get_ref().limit).unwrap_or(usize::MAX);
+        let entries = crate::gossip::warm::hot_set(
+            self.resolver.cache(),
+            limit,
+            std::time::Instant::now(),
+            auth::unix_ms(),
+        );
+        let items: Vec<Result<HotEntry, Status>> = entries.into_iter().map(Ok).collect();
+        Ok(Response::new(tonic::codegen::tokio_stream::iter(items)))
+    }
+
     /// Hands an AppendEntries request to openraft.
     async fn append_entries(
         &self,
@@ -226,10 +271,12 @@ impl RaftService for RaftGrpc {
         self.authenticate(method::ADD_LEARNER, &request)?;
         let request = request.into_inner();
         let (id, member) = member_from(request.member)?;
-        membership_reply(
-            self.cluster.add_learner(id, member, request.blocking).await,
-            &self.cluster,
-        )
+        let result = if request.update_only {
+            self.cluster.record_addresses(id, member).await
+        } else {
+            self.cluster.add_learner(id, member, request.blocking).await
+        };
+        membership_reply(result, &self.cluster)
     }
 
     /// Replaces the voters (on the leader).
@@ -256,6 +303,16 @@ impl RaftService for RaftGrpc {
         membership_reply(self.cluster.join(id, member).await, &self.cluster)
     }
 
+    /// Removes a node: demotes a voter, then removes it (on the leader).
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        self.authenticate(method::REMOVE_NODE, &request)?;
+        let id = request.into_inner().id;
+        membership_reply(self.cluster.remove_node(id).await, &self.cluster)
+    }
+
     /// Lists the members and the leader as this node knows them.
     async fn members(
         &self,
@@ -275,19 +332,7 @@ impl RaftService for RaftGrpc {
         request: Request<MetricsRequest>,
     ) -> Result<Response<MetricsReply>, Status> {
         self.authenticate(method::METRICS, &request)?;
-        let m = self.cluster.metrics();
-        let state = self.cluster.state();
-        Ok(Response::new(MetricsReply {
-            node_id: m.id,
-            state: format!("{:?}", m.state),
-            current_term: m.current_term,
-            leader_id: m.current_leader,
-            last_log_index: m.last_log_index,
-            last_applied_index: m.last_applied.map(|id| id.index),
-            settings_version: state.version,
-            flush_epoch: state.flush_epoch,
-            auth_failures: self.cluster.auth_failures().get(),
-        }))
+        Ok(Response::new(metrics_reply(&self.cluster)))
     }
 
     /// The replicated state (linearizable on request).

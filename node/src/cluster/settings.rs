@@ -43,12 +43,20 @@ pub const KEYS: &[&str] = &[
     "rate_limit.ipv6_prefix_len",
     "rate_limit.slip",
     "rate_limit.exempt_loopback",
+    "rate_limit.max_amplification",
     "gossip.interval_ms",
     "gossip.fanout",
     "gossip.max_payload",
     "gossip.bandwidth_bytes_per_sec",
     "local_records",
 ];
+
+/// Default of `rate_limit.max_amplification`: a cookieless UDP answer is at most 10 times its
+/// query (a 40-byte query gets up to 400 bytes, enough for most A/AAAA answers).
+pub const DEFAULT_MAX_AMPLIFICATION: u32 = 10;
+
+/// Largest `rate_limit.max_amplification`.
+pub const MAX_AMPLIFICATION: u32 = 100;
 
 /// Longest SERVFAIL caching the cluster accepts, in seconds (the node config's limit).
 pub const MAX_SERVFAIL_TTL: u32 = 30;
@@ -265,12 +273,16 @@ pub struct RateLimitSettings {
     /// Over the limit, every `slip`-th answer is sent truncated (TC=1) so real clients retry
     /// over TCP, the others are dropped; 0 = drop all (0..=10).
     pub slip: u8,
-    /// Never limit loopback sources (local benchmarks and tests).
+    /// Never limit loopback sources (local benchmarks and tests), nor cap their answers.
     pub exempt_loopback: bool,
+    /// Over UDP, a client without a valid server cookie gets no answer larger than this many
+    /// times its query; larger ones are truncated (TC=1). 0 = no cap (0 or 2..=100).
+    pub max_amplification: u32,
 }
 
 impl Default for RateLimitSettings {
-    /// On, 100 answers/s with bursts of 200 per /24 or /56, slip 2, loopback exempt.
+    /// On, 100 answers/s with bursts of 200 per /24 or /56, slip 2, loopback exempt,
+    /// answers capped at 10 times the query.
     fn default() -> Self {
         Self {
             enabled: true,
@@ -280,6 +292,7 @@ impl Default for RateLimitSettings {
             ipv6_prefix_len: 56,
             slip: 2,
             exempt_loopback: true,
+            max_amplification: DEFAULT_MAX_AMPLIFICATION,
         }
     }
 }
@@ -689,7 +702,7 @@ impl ClusterSettings {
         Ok(())
     }
 
-    /// `rate_limit.*`: positive rates, prefix lengths and slip in range.
+    /// `rate_limit.*`: positive rates, prefix lengths, slip and the amplification cap in range.
     fn validate_rate_limit(&self) -> Result<(), SettingsError> {
         let r = &self.rate_limit;
         in_range(
@@ -716,7 +729,19 @@ impl ClusterSettings {
             1,
             128,
         )?;
-        in_range("rate_limit.slip", u64::from(r.slip), 0, 10)
+        in_range("rate_limit.slip", u64::from(r.slip), 0, 10)?;
+        // 1 would leave no room for the truncated answer itself (header, question and OPT
+        // with a cookie can outgrow the query).
+        if r.max_amplification == 1 || r.max_amplification > MAX_AMPLIFICATION {
+            return Err(SettingsError::invalid(
+                "rate_limit.max_amplification",
+                format!(
+                    "must be 0 (no cap) or 2..={MAX_AMPLIFICATION}, got {}",
+                    r.max_amplification
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `gossip.*`: interval, fanout and payload in range; bandwidth fits one datagram.
@@ -951,6 +976,7 @@ mod tests {
             "rate_limit.ipv4_prefix_len" => ("20", Value::from(20)),
             "rate_limit.ipv6_prefix_len" => ("48", Value::from(48)),
             "rate_limit.slip" => ("3", Value::from(3)),
+            "rate_limit.max_amplification" => ("5", Value::from(5)),
             "gossip.interval_ms" => ("250", Value::from(250)),
             "gossip.fanout" => ("3", Value::from(3)),
             "gossip.max_payload" => ("1400", Value::from(1400)),
@@ -1036,6 +1062,16 @@ mod tests {
                 "rate_limit.ipv6_prefix_len",
             ),
             ("rate_limit.slip", "11", "rate_limit.slip"),
+            (
+                "rate_limit.max_amplification",
+                "1",
+                "rate_limit.max_amplification",
+            ),
+            (
+                "rate_limit.max_amplification",
+                "101",
+                "rate_limit.max_amplification",
+            ),
             ("gossip.fanout", "0", "gossip.fanout"),
             (
                 "gossip.bandwidth_bytes_per_sec",

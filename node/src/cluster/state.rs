@@ -101,6 +101,10 @@ pub enum Command {
     Rollback {
         /// The version to go back to.
         version: u64,
+        /// Apply only if the current version is this one (optimistic concurrency). Absent in
+        /// entries written before this field existed.
+        #[serde(default)]
+        expected_version: Option<u64>,
         /// Who asked for the change.
         author: String,
         /// The node that proposed it.
@@ -274,19 +278,23 @@ impl ClusterState {
             }),
             Command::Rollback {
                 version,
+                expected_version,
                 author,
                 node,
                 at_unix_ms,
-            } => self.settings_at(version).and_then(|settings| {
-                settings.validate()?;
-                Ok(self.commit(
-                    ChangeKind::Rollback { to: version },
-                    settings,
-                    at_unix_ms,
-                    node,
-                    author,
-                ))
-            }),
+            } => self
+                .check_version(expected_version)
+                .and_then(|()| self.settings_at(version))
+                .and_then(|settings| {
+                    settings.validate()?;
+                    Ok(self.commit(
+                        ChangeKind::Rollback { to: version },
+                        settings,
+                        at_unix_ms,
+                        node,
+                        author,
+                    ))
+                }),
             Command::Flush {
                 scope,
                 author,
@@ -437,6 +445,7 @@ mod tests {
     fn rollback(version: u64) -> Command {
         Command::Rollback {
             version,
+            expected_version: None,
             author: "bob".to_owned(),
             node: 2,
             at_unix_ms: 9,
@@ -644,6 +653,45 @@ mod tests {
             CommandResponse::Applied {
                 version: 7,
                 changed: false
+            }
+        );
+    }
+
+    /// A rollback with an expected version commits only while the version is still that one,
+    /// and a refused one changes nothing.
+    #[test]
+    fn rollback_compares_the_expected_version() {
+        let mut state = ClusterState::default();
+        state.apply(set("cache.max_ttl", "3600", None, 1));
+        state.apply(set("cache.max_ttl", "7200", None, 2));
+        let before = state.clone();
+        let stale = Command::Rollback {
+            version: 1,
+            expected_version: Some(1),
+            author: "bob".to_owned(),
+            node: 2,
+            at_unix_ms: 9,
+        };
+        assert_eq!(
+            state.apply(stale),
+            CommandResponse::Rejected(Rejection::VersionConflict {
+                expected: 1,
+                current: 2
+            })
+        );
+        assert_eq!(state, before);
+        let current = Command::Rollback {
+            version: 1,
+            expected_version: Some(2),
+            author: "bob".to_owned(),
+            node: 2,
+            at_unix_ms: 9,
+        };
+        assert_eq!(
+            state.apply(current),
+            CommandResponse::Applied {
+                version: 3,
+                changed: true
             }
         );
     }

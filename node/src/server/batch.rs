@@ -215,6 +215,17 @@ impl SendBatch {
     /// Send every queued answer. Answers the kernel refuses (full buffer) are dropped, like a
     /// lost datagram; returns how many were sent.
     pub fn flush(&mut self, fd: RawFd) -> usize {
+        self.flush_with(fd, 0)
+    }
+
+    /// [`SendBatch::flush`] that never blocks (MSG_DONTWAIT), for the async runtime's threads:
+    /// a full socket buffer drops the answers that do not fit.
+    pub fn flush_nonblocking(&mut self, fd: RawFd) -> usize {
+        self.flush_with(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// Send every queued answer with `sendmmsg(flags)`; returns how many were queued.
+    fn flush_with(&mut self, fd: RawFd, flags: libc::c_int) -> usize {
         let mut sent = 0;
         while sent < self.queued {
             // SAFETY: hdrs[sent..queued] are initialised and point into buffers owned by self.
@@ -223,7 +234,7 @@ impl SendBatch {
                     fd,
                     self.hdrs.as_mut_ptr().add(sent),
                     (self.queued - sent) as libc::c_uint,
-                    0,
+                    flags,
                 )
             };
             if n <= 0 {
@@ -241,6 +252,40 @@ impl SendBatch {
         self.queued = 0;
         done
     }
+}
+
+/// Convert a std socket address to a kernel one and its length (the inverse of
+/// [`to_socket_addr`]).
+pub fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and aligned for it.
+            let sin: &mut libc::sockaddr_in =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and aligned for it.
+            let sin6: &mut libc::sockaddr_in6 =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 /// Convert a kernel socket address to a std one (IPv4 or IPv6); None for other families.
@@ -265,5 +310,20 @@ pub fn to_socket_addr(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Op
             )))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `to_sockaddr` and `to_socket_addr` are inverses for IPv4 and IPv6 addresses.
+    #[test]
+    fn socket_addresses_round_trip() {
+        for addr in ["192.0.2.7:5353", "[2001:db8::1]:53", "[fe80::1%3]:853"] {
+            let addr: SocketAddr = addr.parse().expect("a socket address");
+            let (storage, len) = to_sockaddr(addr);
+            assert_eq!(to_socket_addr(&storage, len), Some(addr));
+        }
     }
 }

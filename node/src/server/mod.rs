@@ -1,5 +1,6 @@
 //! Serving DNS: per-core UDP workers and a TCP listener, started and stopped by [`run`].
 
+mod answers;
 mod batch;
 mod tcp;
 mod udp;
@@ -11,8 +12,8 @@ pub use tcp::TcpLimits;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
@@ -26,6 +27,14 @@ use crate::upstream::{Forwarder, ForwarderTimeouts};
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The metrics listener (`node.metrics_listen`) could not be bound.
+    #[error("cannot listen on {addr} (node.metrics_listen, http): {source}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A listening socket could not be created.
     #[error("cannot listen on {addr} ({proto}): {source}")]
     Bind {
@@ -70,61 +79,12 @@ pub enum ReplyTo {
         socket: Arc<socket2::Socket>,
         /// The client.
         peer: SocketAddr,
+        /// When the query arrived (the worker's clock read for its batch), for the latency
+        /// histogram.
+        received: Instant,
     },
     /// A background refresh: nobody waits for the answer.
     Prefetch,
-}
-
-/// Counters of the serving layer. Each worker has its own instance (no shared cache line is
-/// written per query); [`ServerStats::sum`] adds them up on read.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct ServerStats {
-    /// UDP messages received.
-    pub udp_queries: AtomicU64,
-    /// UDP datagrams dropped before parsing (oversize).
-    pub udp_dropped: AtomicU64,
-    /// Misses answered SERVFAIL because the runtime queue was full.
-    pub shed: AtomicU64,
-    /// TCP messages received.
-    pub tcp_queries: AtomicU64,
-    /// TCP connections accepted.
-    pub tcp_connections: AtomicU64,
-    /// TCP connections refused at the connection limit.
-    pub tcp_refused: AtomicU64,
-    /// TCP connections closed for a bad or incomplete frame.
-    pub tcp_bad_frames: AtomicU64,
-}
-
-impl ServerStats {
-    /// Add `n` to one of this instance's counters (only its owner writes it).
-    pub fn add(&self, counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The sum of several instances.
-    pub fn sum(all: &[Arc<ServerStats>]) -> ServerStats {
-        let total = ServerStats::default();
-        for s in all {
-            for (t, v) in total.fields().into_iter().zip(s.fields()) {
-                t.fetch_add(v.load(Ordering::Relaxed), Ordering::Relaxed);
-            }
-        }
-        total
-    }
-
-    /// Every counter, in declaration order.
-    fn fields(&self) -> [&AtomicU64; 7] {
-        [
-            &self.udp_queries,
-            &self.udp_dropped,
-            &self.shed,
-            &self.tcp_queries,
-            &self.tcp_connections,
-            &self.tcp_refused,
-            &self.tcp_bad_frames,
-        ]
-    }
 }
 
 /// Counts work still in progress (answers being resolved, connections writing), so shutdown
@@ -203,6 +163,12 @@ impl UdpBackend {
     }
 }
 
+/// How often a busy UDP worker hands its buffered cache hits to the SLRU (an idle one does it
+/// when its wait times out). Without it, a steadily loaded worker would apply hits only when
+/// its log and the store's inbox fill, so entries would turn hot (and be gossiped, and have
+/// their refreshes gossiped) long after they were.
+pub const HIT_FLUSH_EVERY: Duration = Duration::from_millis(100);
+
 /// Whether this binary and kernel can run the io_uring UDP backend; Err says why not
 /// (built without the `uring` feature, or the probe failed, e.g. under a seccomp filter).
 pub fn io_uring_available() -> Result<(), String> {
@@ -247,8 +213,41 @@ pub fn build_resolver(config: &Config) -> Resolver {
         },
     );
     let stale_after = config.cache.stale_answer_after_ms;
-    Resolver::new(cache, forwarder, config.dns.max_udp_payload)
-        .with_stale_answer_after((stale_after > 0).then(|| Duration::from_millis(stale_after)))
+    let mut resolver = Resolver::new(cache, forwarder, config.dns.max_udp_payload)
+        .with_stale_answer_after((stale_after > 0).then(|| Duration::from_millis(stale_after)));
+    if let Some(secret) = &config.cluster.secret {
+        // Every node of the cluster makes and accepts the same DNS server cookies; during a
+        // rotation of the cluster secret, cookies of the previous one stay valid as long as
+        // the previous secret is accepted for RPCs.
+        let until = crate::guard::cookie::unix_now() + config.cluster.previous_secret_grace_s;
+        let retired = config
+            .cluster
+            .previous_secret
+            .as_ref()
+            .map(|previous| (previous.expose(), until));
+        resolver = resolver.with_cookie_master(secret.expose(), retired);
+    }
+    crate::authority::install_zone(resolver.authority(), config);
+    resolver
+}
+
+/// Rotate the DNS cookie secrets at every period boundary (hourly) until shutdown. The
+/// secret of a period derives from the node's master key, so nodes sharing the cluster
+/// secret rotate to the same secret.
+async fn rotate_cookie_secrets(resolver: Arc<Resolver>, mut shutdown: watch::Receiver<bool>) {
+    use crate::guard::cookie::{ROTATION_SECS, unix_now};
+    loop {
+        let now = unix_now();
+        // Wake just after the next boundary (a second late absorbs timer slack).
+        let wait = ROTATION_SECS - now % ROTATION_SECS + 1;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if resolver.guard().cookies().rotate(unix_now()) {
+            tracing::debug!("dns cookie secret rotated");
+        }
+    }
 }
 
 /// Run a node until `shutdown` resolves: bind UDP (one SO_REUSEPORT socket per worker) and
@@ -283,6 +282,16 @@ pub async fn run(
             source,
         })?;
 
+    let metrics_listener = TcpListener::bind(config.node.metrics_listen)
+        .await
+        .map_err(|source| ServerError::MetricsBind {
+            addr: config.node.metrics_listen,
+            source,
+        })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .unwrap_or(config.node.metrics_listen);
+
     let stop = Arc::new(AtomicBool::new(false));
     let inflight = InFlight::default();
     let (miss_tx, miss_rx) = mpsc::channel::<Job>(config.dns.miss_queue.max(1));
@@ -291,17 +300,13 @@ pub async fn run(
     let backend = choose_backend(config.dns.io_backend);
     tracing::info!(workers, "udp backend: {}", backend.name());
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut worker_stats = Vec::new();
     let mut threads = Vec::new();
     for (i, socket) in sockets.into_iter().enumerate() {
-        let stats = Arc::new(ServerStats::default());
-        worker_stats.push(Arc::clone(&stats));
         let worker = udp::Worker {
             socket,
             resolver: Arc::clone(&resolver),
             misses: miss_tx.clone(),
             stop: Arc::clone(&stop),
-            stats,
             cpu: config.dns.cpu_affinity.then_some(i % cpus),
         };
         // Worker threads are named `heimdall-udp-*` (`heimdall-udp-uring-*` on io_uring).
@@ -326,8 +331,6 @@ pub async fn run(
     drop(miss_tx);
 
     let dispatcher = tokio::spawn(dispatch(miss_rx, Arc::clone(&resolver), inflight.clone()));
-    let tcp_stats = Arc::new(ServerStats::default());
-    worker_stats.push(Arc::clone(&tcp_stats));
     let tcp_task = tokio::spawn(tcp::serve(
         listener,
         Arc::clone(&resolver),
@@ -335,13 +338,23 @@ pub async fn run(
             idle_timeout: Duration::from_millis(config.dns.tcp_idle_timeout_ms),
             max_connections: config.dns.tcp_max_connections,
         },
-        tcp_stats,
         inflight.clone(),
-        shutdown_rx,
+        shutdown_rx.clone(),
     ));
+    let rotation_task = tokio::spawn(rotate_cookie_secrets(
+        Arc::clone(&resolver),
+        shutdown_rx.clone(),
+    ));
+    let metrics_task = tokio::spawn({
+        let mut stop_rx = shutdown_rx;
+        crate::metrics::serve(metrics_listener, Arc::clone(&resolver), async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+    });
 
     tracing::info!(
         dns = %dns_addr,
+        metrics = %metrics_addr,
         workers,
         upstreams = ?config.upstream.servers,
         cache_bytes = config.cache.max_bytes,
@@ -353,6 +366,10 @@ pub async fn run(
     stop.store(true, Ordering::SeqCst);
     let _ = shutdown_tx.send(true);
     let _ = tcp_task.await;
+    let _ = rotation_task.await;
+    if let Ok(Err(e)) = metrics_task.await {
+        tracing::warn!(error = %e, "metrics endpoint failed");
+    }
     // Worker threads notice `stop` within their receive timeout; their queue senders drop
     // with them, which ends the dispatcher once the queue is drained.
     let _ = tokio::task::spawn_blocking(move || {
@@ -370,30 +387,54 @@ pub async fn run(
             "shutdown grace period over with answers still in flight"
         );
     }
-    let totals = ServerStats::sum(&worker_stats);
+    let totals = resolver.metrics().snapshot();
+    let count = |label: &str| {
+        totals
+            .queries_by_protocol
+            .iter()
+            .find(|c| c.label == label)
+            .map_or(0, |c| c.count)
+    };
     tracing::info!(
-        udp_queries = totals.udp_queries.load(Ordering::Relaxed),
-        tcp_queries = totals.tcp_queries.load(Ordering::Relaxed),
+        udp_queries = count("udp"),
+        tcp_queries = count("tcp"),
         "stopped"
     );
     Ok(())
 }
 
-/// Take misses off the queue and resolve each on its own task.
+/// Take misses off the queue and resolve each on its own task; UDP answers go to one task
+/// that sends them in batches ([`answers::send_answers`]).
 async fn dispatch(mut rx: mpsc::Receiver<Job>, resolver: Arc<Resolver>, inflight: InFlight) {
+    // The sender ends when the last task holding a handle has sent its answer.
+    let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+    tokio::spawn(answers::send_answers(answers_rx, Arc::clone(&resolver)));
     while let Some(job) = rx.recv().await {
         let resolver = Arc::clone(&resolver);
         let guard = inflight.enter();
+        let answers = answers_tx.clone();
         tokio::spawn(async move {
             match job.reply {
-                ReplyTo::Udp { socket, peer } => {
-                    let answer = resolver.resolve_miss(&job.req).await;
-                    // Non-blocking: a full socket buffer loses this answer like the network would.
-                    let _ = socket.send_to_with_flags(&answer, &peer.into(), libc::MSG_DONTWAIT);
+                ReplyTo::Udp {
+                    socket,
+                    peer,
+                    received,
+                } => {
+                    let bytes = resolver.resolve_miss(&job.req).await;
+                    // The sender task ends only after every handle is gone: this cannot fail.
+                    let _ = answers.send(answers::UdpAnswer {
+                        socket,
+                        peer,
+                        received,
+                        bytes,
+                        guard,
+                    });
                 }
-                ReplyTo::Prefetch => resolver.prefetch(&job.req).await,
+                ReplyTo::Prefetch => {
+                    resolver.prefetch(&job.req).await;
+                    drop(guard);
+                }
             }
-            drop(guard);
         });
     }
 }

@@ -8,8 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{InFlight, ServerStats};
-use crate::resolver::{MAX_TCP_MESSAGE, Outcome, Resolver, Transport};
+use super::InFlight;
+use crate::metrics::Event;
+use crate::resolver::{Client, MAX_TCP_MESSAGE, Outcome, Resolver};
 
 /// Answers queued per connection before the reader waits for the writer.
 const WRITE_QUEUE: usize = 64;
@@ -29,7 +30,6 @@ pub async fn serve(
     listener: TcpListener,
     resolver: Arc<Resolver>,
     limits: TcpLimits,
-    stats: Arc<ServerStats>,
     inflight: InFlight,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -47,17 +47,17 @@ pub async fn serve(
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            stats.add(&stats.tcp_refused, 1);
+            resolver.metrics().count(Event::TcpRefused);
             drop(stream);
             continue;
         };
-        stats.add(&stats.tcp_connections, 1);
+        resolver.metrics().count(Event::TcpConnection);
         let conn = Connection {
             resolver: Arc::clone(&resolver),
             limits,
-            stats: Arc::clone(&stats),
             inflight: inflight.clone(),
             shutdown: shutdown.clone(),
+            peer,
         };
         tokio::spawn(async move {
             if let Err(e) = conn.run(stream).await {
@@ -74,12 +74,12 @@ struct Connection {
     resolver: Arc<Resolver>,
     /// Timeouts.
     limits: TcpLimits,
-    /// Counters.
-    stats: Arc<ServerStats>,
     /// Tracks answers still being produced, so shutdown can wait for them.
     inflight: InFlight,
     /// Fires on shutdown: stop reading new queries.
     shutdown: watch::Receiver<bool>,
+    /// The client's address (the ACL and cookies are per address).
+    peer: std::net::SocketAddr,
 }
 
 impl Connection {
@@ -114,23 +114,25 @@ impl Connection {
             let len = usize::from(u16::from_be_bytes(prefix));
             if len == 0 {
                 // A zero-length message cannot be a query: close the connection.
-                self.stats.add(&self.stats.tcp_bad_frames, 1);
+                self.resolver.metrics().count(Event::TcpBadFrame);
                 break;
             }
             let body = &mut msg[..len];
             match tokio::time::timeout(self.limits.idle_timeout, reader.read_exact(body)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(_) => {
-                    self.stats.add(&self.stats.tcp_bad_frames, 1);
+                    self.resolver.metrics().count(Event::TcpBadFrame);
                     break;
                 }
             }
-            self.stats.add(&self.stats.tcp_queries, 1);
+            self.resolver.metrics().count(Event::TcpQuery);
             let now = Instant::now();
-            match self
-                .resolver
-                .process(&msg[..len], &mut out[2..], Transport::Tcp, now)
-            {
+            match self.resolver.process(
+                &msg[..len],
+                &mut out[2..],
+                Client::tcp(self.peer.ip()),
+                now,
+            ) {
                 Outcome::Reply { len, prefetch } => {
                     if let Some(req) = prefetch {
                         let resolver = Arc::clone(&self.resolver);
@@ -143,6 +145,8 @@ impl Connection {
                     if tx.send(frame(&out[2..2 + len])).await.is_err() {
                         break;
                     }
+                    // Handed to the connection's writer.
+                    self.resolver.metrics().record_latency(now.elapsed(), 1);
                 }
                 Outcome::Drop => {}
                 Outcome::Miss(req) => {
@@ -151,7 +155,9 @@ impl Connection {
                     let guard = self.inflight.enter();
                     tokio::spawn(async move {
                         let answer = resolver.resolve_miss(&req).await;
-                        let _ = tx.send(frame(&answer)).await;
+                        if tx.send(frame(&answer)).await.is_ok() {
+                            resolver.metrics().record_latency(now.elapsed(), 1);
+                        }
                         drop(guard);
                     });
                 }

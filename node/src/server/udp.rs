@@ -14,8 +14,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
 use super::batch::{RecvBatch, SendBatch, to_socket_addr};
-use super::{Job, ReplyTo, ServerStats};
-use crate::resolver::{Outcome, Resolver, Transport};
+use super::{Job, ReplyTo};
+use crate::metrics::Event;
+use crate::resolver::{Client, Outcome, Resolver};
 
 /// How often a blocked worker wakes up to check for shutdown.
 const RECV_TIMEOUT: Duration = Duration::from_millis(100);
@@ -54,8 +55,6 @@ pub struct Worker {
     pub misses: mpsc::Sender<Job>,
     /// Set when the server shuts down.
     pub stop: Arc<AtomicBool>,
-    /// This worker's counters.
-    pub stats: Arc<ServerStats>,
     /// The CPU to pin this worker's thread to, if any.
     pub cpu: Option<usize>,
 }
@@ -86,6 +85,7 @@ impl Worker {
         let fd = self.socket.as_raw_fd();
         let mut recv = RecvBatch::new();
         let mut send = SendBatch::new();
+        let mut hits_flushed = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             let n = match recv.recv(fd) {
                 Ok(n) => n,
@@ -95,6 +95,7 @@ impl Worker {
                         // node's hit counts and hot set stay current.
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                             self.resolver.cache().flush_hits();
+                            hits_flushed = Instant::now();
                         }
                         io::ErrorKind::Interrupted => {}
                         _ => tracing::warn!(error = %e, "udp receive failed"),
@@ -103,9 +104,11 @@ impl Worker {
                 }
             };
             let now = Instant::now();
+            let metrics = self.resolver.metrics().local();
             for i in 0..n {
                 let Some((packet, addr, addr_len)) = recv.get(i) else {
-                    self.stats.add(&self.stats.udp_dropped, 1);
+                    // Larger than any query we accept.
+                    metrics.count(Event::Malformed);
                     continue;
                 };
                 if send.is_full() {
@@ -115,7 +118,15 @@ impl Worker {
                     send.push(len, addr, addr_len);
                 }
             }
-            send.flush(fd);
+            let answered = send.flush(fd);
+            if answered > 0 {
+                // One clock read per batch: every answer in it waited from `now` until here.
+                metrics.record_latency(now.elapsed(), answered as u64);
+            }
+            if now.saturating_duration_since(hits_flushed) >= super::HIT_FLUSH_EVERY {
+                self.resolver.cache().flush_hits();
+                hits_flushed = now;
+            }
         }
     }
 
@@ -131,8 +142,17 @@ impl Worker {
         addr_len: libc::socklen_t,
         now: Instant,
     ) -> Option<usize> {
-        self.stats.add(&self.stats.udp_queries, 1);
-        match self.resolver.process(packet, out, Transport::Udp, now) {
+        let metrics = self.resolver.metrics().local();
+        metrics.count(Event::UdpQuery);
+        let Some(peer) = to_socket_addr(addr, addr_len) else {
+            // Not an IPv4 or IPv6 source: nothing to answer to.
+            metrics.count(Event::Malformed);
+            return None;
+        };
+        match self
+            .resolver
+            .process(packet, out, Client::udp(peer.ip()), now)
+        {
             Outcome::Reply { len, prefetch } => {
                 if let Some(req) = prefetch {
                     // Best effort: a full queue just skips this refresh.
@@ -145,19 +165,20 @@ impl Worker {
             }
             Outcome::Drop => None,
             Outcome::Miss(req) => {
-                let peer = to_socket_addr(addr, addr_len)?;
                 let job = Job {
                     req,
                     reply: ReplyTo::Udp {
                         socket: Arc::clone(&self.socket),
                         peer,
+                        received: now,
                     },
                 };
                 let Err(err) = self.misses.try_send(job) else {
                     return None;
                 };
                 // Shed load: never block the worker on the runtime.
-                self.stats.add(&self.stats.shed, 1);
+                metrics.count(Event::Shed);
+                metrics.count_rcode(heimdall_wire::rcode::SERVFAIL.into());
                 let job = match err {
                     mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
                 };

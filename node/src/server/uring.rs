@@ -19,6 +19,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::batch::BUF_LEN;
 use super::udp::Worker;
+use crate::metrics::Event;
 
 /// Receive buffers in each worker's provided buffer ring (a power of two, at most 32768).
 const RECV_BUFS: u16 = 256;
@@ -45,8 +46,10 @@ const WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 const MAX_RECV_ERRORS: u32 = 64;
 /// How long shutdown waits for the kernel to let go of the receive and the sends.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
-/// How long the probe waits for its own datagram.
-const PROBE_WAIT: Duration = Duration::from_secs(1);
+/// How long the probe waits for its own datagram: it returns as soon as the datagram is back
+/// (well under a millisecond), so the bound only matters on a loaded machine, where a short
+/// one made a working io_uring look broken and the node fall back to epoll.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
 /// `user_data` of the multishot receive (send slots use their index).
 const RECV_TAG: u64 = u64::MAX;
 /// `user_data` of the request cancelling the receive at shutdown.
@@ -503,6 +506,7 @@ impl<'w> UringLoop<'w> {
     fn serve(&mut self) -> io::Result<()> {
         let timeout = Timespec::from(WAIT_TIMEOUT);
         let args = SubmitArgs::new().timespec(&timeout);
+        let mut hits_flushed = Instant::now();
         while !self.worker.stop.load(Ordering::Relaxed) {
             if !self.armed {
                 push(&mut self.ring, &self.recv.arm(self.fd))?;
@@ -515,13 +519,24 @@ impl<'w> UringLoop<'w> {
                 Err(e) => return Err(e),
             };
             self.reap();
-            if waited_out && self.pending.is_empty() {
-                // Idle (the wait timed out): hand this thread's buffered cache hits to the SLRU.
-                self.worker.resolver.cache().flush_hits();
-            }
             let now = Instant::now();
+            if (waited_out && self.pending.is_empty())
+                || now.saturating_duration_since(hits_flushed) >= super::HIT_FLUSH_EVERY
+            {
+                // Idle (the wait timed out), or busy for a while: hand this thread's buffered
+                // cache hits to the SLRU.
+                self.worker.resolver.cache().flush_hits();
+                hits_flushed = now;
+            }
+            let mut answered = 0u64;
             while let Some(cqe) = self.pending.pop_front() {
-                self.on_receive(&cqe, now)?;
+                answered += u64::from(self.on_receive(&cqe, now)?);
+            }
+            if answered > 0 {
+                // One clock read per batch: its answers are queued for the next submit, which
+                // follows at once.
+                let metrics = self.worker.resolver.metrics();
+                metrics.record_latency(now.elapsed(), answered);
             }
         }
         self.shutdown();
@@ -543,7 +558,8 @@ impl<'w> UringLoop<'w> {
                     if !cqueue::more(cqe.flags()) {
                         self.armed = false;
                     }
-                    self.worker.stats.add(&self.worker.stats.udp_dropped, 1);
+                    // Dropped for lack of room: counted as load shed.
+                    self.worker.resolver.metrics().count(Event::Shed);
                 }
                 CANCEL_TAG => {}
                 slot => self.send.release(slot as usize),
@@ -568,8 +584,9 @@ impl<'w> UringLoop<'w> {
     }
 
     /// Handle one receive completion: answer its datagram through a send slot and give the
-    /// buffer back. Fails only when the receive keeps failing or the ring does.
-    fn on_receive(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
+    /// buffer back. Returns whether an answer was queued; fails only when the receive keeps
+    /// failing or the ring does.
+    fn on_receive(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<bool> {
         let flags = cqe.flags();
         if !cqueue::more(flags) {
             self.armed = false;
@@ -587,10 +604,10 @@ impl<'w> UringLoop<'w> {
                 }
                 tracing::debug!(%error, "io_uring receive failed; re-arming");
             }
-            return Ok(());
+            return Ok(false);
         }
         let Some(bid) = cqueue::buffer_select(flags) else {
-            return Ok(());
+            return Ok(false);
         };
         self.errors = 0;
         let slot = match self.acquire_slot() {
@@ -622,7 +639,7 @@ impl<'w> UringLoop<'w> {
             }
             None => {
                 // Larger than any query we accept (or an address we cannot answer).
-                self.worker.stats.add(&self.worker.stats.udp_dropped, 1);
+                self.worker.resolver.metrics().count(Event::Malformed);
                 None
             }
         };
@@ -631,10 +648,13 @@ impl<'w> UringLoop<'w> {
             Some(len) if len > 0 => {
                 let sqe = self.send.prepare(slot, len, self.fd);
                 push(&mut self.ring, &sqe)?;
+                Ok(true)
             }
-            _ => self.send.release(slot),
+            _ => {
+                self.send.release(slot);
+                Ok(false)
+            }
         }
-        Ok(())
     }
 
     /// Cancel the receive and wait (bounded) until the kernel has let go of it and of every

@@ -1,22 +1,24 @@
-//! One exchange with one upstream: a query with a fresh random ID from a fresh random port,
-//! over UDP, retried over TCP when the reply is truncated; replies that do not match are ignored.
+//! One exchange with one upstream: a query with a random ID on one of the upstream's pooled
+//! sockets (`sockets.rs`), over UDP, retried over TCP when the reply is truncated; replies that
+//! do not match are ignored.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use heimdall_wire::{Message, MessageWriter, WireError};
+use heimdall_wire::{MAX_NAME_LEN, Message, MessageWriter, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
-use super::{ForwarderStats, Question};
+use super::{ForwarderStats, Question, Upstream};
 
 /// The EDNS UDP payload size we advertise upstream (the DNS flag day 2020 value).
 const UPSTREAM_UDP_PAYLOAD: u16 = 1232;
 /// The largest query we build (a 255-byte name plus header, question and OPT fits easily).
-const MAX_QUERY_LEN: usize = 512;
+pub(super) const MAX_QUERY_LEN: usize = 512;
 /// Receive buffer for UDP replies: larger than what we advertise, so oversize replies are seen.
-const UDP_RECV_LEN: usize = 4096;
+pub(super) const UDP_RECV_LEN: usize = 4096;
 
 /// Why one exchange with one upstream failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,72 +57,78 @@ pub fn build_query(question: &Question, id: u16, buf: &mut [u8]) -> Result<usize
     Ok(w.finish())
 }
 
-/// Does `reply` answer our query `id` for `question`? Checks QR, ID, opcode and the question.
-fn matches(reply: &[u8], id: u16, question: &Question) -> bool {
-    let Ok(msg) = Message::parse(reply) else {
-        return false;
-    };
-    let h = msg.header();
-    if !h.qr() || h.id != id || h.opcode() != 0 || h.qdcount != 1 {
-        return false;
+/// The ID and question of a reply, read once so that it can be compared with the queries
+/// waiting for an answer.
+pub(super) struct ReplyKey {
+    /// The reply's ID.
+    id: u16,
+    /// Its question's type.
+    qtype: u16,
+    /// Its question's class.
+    qclass: u16,
+    /// Its question's name, lower-cased, uncompressed wire form (`name_len` bytes used).
+    name: [u8; MAX_NAME_LEN],
+    /// The used length of `name`.
+    name_len: usize,
+}
+
+impl ReplyKey {
+    /// Read a reply's ID and question; None unless it is a response (QR) to a standard query
+    /// with exactly one readable question.
+    pub(super) fn read(reply: &[u8]) -> Option<ReplyKey> {
+        let msg = Message::parse(reply).ok()?;
+        let h = msg.header();
+        if !h.qr() || h.opcode() != 0 || h.qdcount != 1 {
+            return None;
+        }
+        let q = msg.question()?;
+        let mut name = [0u8; MAX_NAME_LEN];
+        let name_len = q.name.write_lower(&mut name).ok()?;
+        Some(ReplyKey {
+            id: h.id,
+            qtype: q.qtype,
+            qclass: q.qclass,
+            name,
+            name_len,
+        })
     }
-    let Some(q) = msg.question() else {
-        return false;
-    };
-    if q.qtype != question.qtype || q.qclass != question.qclass {
-        return false;
+
+    /// The reply's ID.
+    pub(super) fn id(&self) -> u16 {
+        self.id
     }
-    let mut name = [0u8; heimdall_wire::MAX_NAME_LEN];
-    match q.name.write_lower(&mut name) {
-        Ok(n) => name.get(..n) == Some(&question.name[..]),
-        Err(_) => false,
+
+    /// Does this reply answer our query `id` for `question` (the name compared
+    /// case-insensitively)?
+    pub(super) fn answers(&self, id: u16, question: &Question) -> bool {
+        self.id == id
+            && self.qtype == question.qtype
+            && self.qclass == question.qclass
+            && self.name.get(..self.name_len) == Some(&question.name[..])
     }
 }
 
-/// Exchange one query with `upstream` within `budget`: UDP first, TCP if truncated.
+/// Does `reply` answer our query `id` for `question`? Checks QR, ID, opcode and the question.
+fn matches(reply: &[u8], id: u16, question: &Question) -> bool {
+    ReplyKey::read(reply).is_some_and(|key| key.answers(id, question))
+}
+
+/// Exchange one query with `upstream` within `budget`: UDP on one of its pooled sockets first,
+/// TCP if the reply is truncated.
 pub(super) async fn exchange(
-    upstream: SocketAddr,
+    upstream: &Upstream,
     question: &Question,
     budget: Duration,
-    stats: &ForwarderStats,
+    stats: &Arc<ForwarderStats>,
 ) -> Result<Box<[u8]>, ExchangeError> {
     let deadline = Instant::now() + budget;
-    let id: u16 = rand::random();
-    let mut query = [0u8; MAX_QUERY_LEN];
-    let len = build_query(question, id, &mut query).map_err(ExchangeError::Build)?;
-    let query = &query[..len];
-
-    // A fresh socket per exchange: the kernel picks a random ephemeral source port, and
-    // `connect` makes it drop datagrams from any other address or port.
-    let local: SocketAddr = match upstream.ip() {
-        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(upstream).await?;
-    stats.queries.incr();
-    socket.send(query).await?;
-
-    let mut buf = vec![0u8; UDP_RECV_LEN];
-    loop {
-        let n = match timeout_at(deadline, socket.recv(&mut buf)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(ExchangeError::Timeout),
-        };
-        let reply = &buf[..n];
-        if !matches(reply, id, question) {
-            stats.mismatched.incr();
-            continue;
-        }
-        let truncated = heimdall_wire::Header::parse(reply).is_ok_and(|h| h.tc());
-        if !truncated {
-            return Ok(reply.into());
-        }
-        stats.tcp_retries.incr();
-        break;
+    let reply = upstream.sockets().query(question, deadline, stats).await?;
+    let truncated = heimdall_wire::Header::parse(&reply).is_ok_and(|h| h.tc());
+    if !truncated {
+        return Ok(reply);
     }
-    drop(socket);
-    match timeout_at(deadline, exchange_tcp(upstream, question, stats)).await {
+    stats.tcp_retries.incr();
+    match timeout_at(deadline, exchange_tcp(upstream.addr(), question, stats)).await {
         Ok(r) => r,
         Err(_) => Err(ExchangeError::Timeout),
     }

@@ -3,11 +3,14 @@
 mod coalesce;
 mod exchange;
 mod pool;
+mod sockets;
 
 pub use coalesce::Inflight;
 pub use exchange::{ExchangeError, build_query};
 pub use pool::{Upstream, UpstreamPool, UpstreamSnapshot};
+pub use sockets::{SocketLimits, SocketPool};
 
+use crate::metrics::Histogram;
 use crate::stats::Counter;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,12 +74,16 @@ pub struct ForwarderStats {
     pub queries: Counter,
     /// Questions answered by joining an identical question already in flight.
     pub coalesced: Counter,
-    /// Datagrams from the upstream that did not match (wrong ID or question) and were ignored.
+    /// Datagrams from the upstream that did not match a query in flight (wrong ID or question,
+    /// or a late reply to a query that already ended) and were ignored.
     pub mismatched: Counter,
     /// Replies that were truncated over UDP and retried over TCP.
     pub tcp_retries: Counter,
     /// Resolutions that failed on every upstream.
     pub failures: Counter,
+    /// Round-trip times of successful exchanges (all upstreams; written from the runtime's
+    /// threads on the miss path only).
+    pub rtt: Histogram,
 }
 
 /// The forwarder: picks upstreams by health and latency, retries and fails over, and coalesces
@@ -90,8 +97,8 @@ pub struct Forwarder {
     inflight: Inflight,
     /// Per-attempt and total deadlines.
     timeouts: ForwarderTimeouts,
-    /// Counters.
-    stats: ForwarderStats,
+    /// Counters (shared with the receive tasks of the upstream sockets).
+    stats: Arc<ForwarderStats>,
 }
 
 /// One upstream answer, shared between every client that asked the same question.
@@ -110,7 +117,7 @@ impl Forwarder {
             pool: ArcSwap::from_pointee(UpstreamPool::new(upstreams)),
             inflight: Inflight::default(),
             timeouts,
-            stats: ForwarderStats::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -176,9 +183,11 @@ impl Forwarder {
             let budget = self.timeouts.attempt.min(deadline - now);
             tried += 1;
             let sent = Instant::now();
-            match exchange::exchange(upstream.addr(), question, budget, &self.stats).await {
+            match exchange::exchange(upstream, question, budget, &self.stats).await {
                 Ok(bytes) => {
-                    upstream.record_success(sent.elapsed());
+                    let rtt = sent.elapsed();
+                    upstream.record_success(rtt);
+                    self.stats.rtt.record(rtt);
                     let rcode = bytes.get(3).map_or(0, |b| b & 0x0f);
                     let answer = Arc::new(Answer {
                         bytes,

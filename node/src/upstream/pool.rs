@@ -1,11 +1,13 @@
 //! The upstream pool: per-upstream health (consecutive failures, backoff) and smoothed RTT,
-//! and the order in which a resolution tries them.
+//! its UDP sockets, and the order in which a resolution tries them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use super::sockets::{SocketLimits, SocketPool};
 
 /// Consecutive failures after which an upstream is put in backoff.
 const FAILURES_BEFORE_BACKOFF: u32 = 3;
@@ -32,6 +34,9 @@ pub struct Upstream {
     failures: AtomicU64,
     /// Until when it is skipped in favour of healthy upstreams (None: healthy).
     backoff_until: Mutex<Option<Instant>>,
+    /// Its connected UDP sockets, shared by every query to it (opened on first use; a list
+    /// change keeps them along with the health).
+    sockets: SocketPool,
 }
 
 /// A point-in-time view of one upstream, for stats and logs.
@@ -61,7 +66,13 @@ impl Upstream {
             answers: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             backoff_until: Mutex::new(None),
+            sockets: SocketPool::new(addr, SocketLimits::DEFAULT),
         }
+    }
+
+    /// Its pooled UDP sockets.
+    pub fn sockets(&self) -> &SocketPool {
+        &self.sockets
     }
 
     /// Where it listens.

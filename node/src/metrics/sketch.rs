@@ -1,0 +1,317 @@
+//! Top names: a Space-Saving heavy-hitter sketch of fixed capacity per worker, written only by
+//! its thread without allocation (names live in fixed 256-byte buffers) and read by other
+//! threads through a per-entry sequence lock, so a reader never sees a half-replaced entry.
+//!
+//! Space-Saving (Metwally et al.) keeps `CAPACITY` counters; a name not in the sketch takes
+//! the smallest counter over and inherits its count as its error bound. Every name queried more
+//! than 1/CAPACITY of the time is guaranteed to be present, and each count over-estimates the
+//! true one by at most its `error`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use heimdall_wire::MAX_NAME_LEN;
+
+use super::histogram::bump;
+
+/// Names tracked per sketch.
+pub const CAPACITY: usize = 128;
+/// 64-bit words holding one name in wire form (256 bytes >= 255).
+const NAME_WORDS: usize = 32;
+
+/// One tracked name.
+#[derive(Debug)]
+struct Slot {
+    /// Sequence lock: odd while the writer replaces the name.
+    seq: AtomicU32,
+    /// Length of the name in wire form (0: empty slot).
+    len: AtomicU32,
+    /// Estimated count.
+    count: AtomicU64,
+    /// Over-estimation bound (the count inherited when the name took the slot over).
+    error: AtomicU64,
+    /// The name, lower-cased wire form, packed little-endian into words.
+    name: [AtomicU64; NAME_WORDS],
+}
+
+/// One Space-Saving sketch over one window.
+#[derive(Debug)]
+pub struct Sketch {
+    /// The window this sketch counts (windows since the node started); u64::MAX: never used.
+    window: AtomicU64,
+    /// Names offered to the sketch in its window.
+    offered: AtomicU64,
+    /// A hash of each slot's name, scanned to find a name (compared with its length; a 64-bit
+    /// collision between two names would merge their counts, a negligible chance over
+    /// CAPACITY names).
+    hashes: [AtomicU64; CAPACITY],
+    /// The tracked names.
+    slots: [Slot; CAPACITY],
+}
+
+/// A name read out of a sketch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// The name, lower-cased wire form.
+    pub name: Vec<u8>,
+    /// Estimated count.
+    pub count: u64,
+    /// Over-estimation bound.
+    pub error: u64,
+}
+
+/// A hash of a wire-form name (FxHash-style over 8-byte words).
+#[inline]
+fn hash_name(name: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = name.len() as u64;
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let mut w = [0u8; 8];
+    let rest = chunks.remainder();
+    if let Some(dst) = w.get_mut(..rest.len()) {
+        dst.copy_from_slice(rest);
+    }
+    (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K)
+}
+
+impl Sketch {
+    /// A new, empty sketch.
+    pub fn new() -> Sketch {
+        Sketch {
+            window: AtomicU64::new(u64::MAX),
+            offered: AtomicU64::new(0),
+            hashes: std::array::from_fn(|_| AtomicU64::new(0)),
+            slots: std::array::from_fn(|_| Slot {
+                seq: AtomicU32::new(0),
+                len: AtomicU32::new(0),
+                count: AtomicU64::new(0),
+                error: AtomicU64::new(0),
+                name: std::array::from_fn(|_| AtomicU64::new(0)),
+            }),
+        }
+    }
+
+    /// The window this sketch counts.
+    pub fn window(&self) -> u64 {
+        self.window.load(Ordering::Acquire)
+    }
+
+    /// Names offered in its window.
+    pub fn offered(&self) -> u64 {
+        self.offered.load(Ordering::Relaxed)
+    }
+
+    /// Empty the sketch and start counting `window` (writer only).
+    pub fn reset(&self, window: u64) {
+        self.window.store(u64::MAX, Ordering::Release);
+        for (slot, hash) in self.slots.iter().zip(&self.hashes) {
+            if slot.len.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let seq = slot.seq.load(Ordering::Relaxed);
+            slot.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+            fence(Ordering::Release);
+            slot.len.store(0, Ordering::Relaxed);
+            slot.count.store(0, Ordering::Relaxed);
+            slot.error.store(0, Ordering::Relaxed);
+            hash.store(0, Ordering::Relaxed);
+            slot.seq.store(seq.wrapping_add(2), Ordering::Release);
+        }
+        self.offered.store(0, Ordering::Relaxed);
+        self.window.store(window, Ordering::Release);
+    }
+
+    /// Count one occurrence of `name` (lower-cased wire form; writer only; no allocation).
+    /// `weight` is how many queries this one stands for (the sampling rate).
+    #[inline]
+    pub fn offer(&self, name: &[u8], weight: u64) {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return;
+        }
+        bump(&self.offered, weight);
+        let hash = hash_name(name);
+        let len = name.len() as u32;
+        for (slot, h) in self.slots.iter().zip(&self.hashes) {
+            if h.load(Ordering::Relaxed) == hash && slot.len.load(Ordering::Relaxed) == len {
+                bump(&slot.count, weight);
+                return;
+            }
+        }
+        // Not tracked: take the slot with the smallest count over (an empty one counts 0).
+        let mut min_index = 0;
+        let mut min_count = u64::MAX;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let c = slot.count.load(Ordering::Relaxed);
+            if c < min_count {
+                min_count = c;
+                min_index = i;
+                if c == 0 {
+                    break;
+                }
+            }
+        }
+        let (Some(slot), Some(h)) = (self.slots.get(min_index), self.hashes.get(min_index)) else {
+            return;
+        };
+        let seq = slot.seq.load(Ordering::Relaxed);
+        slot.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (word, chunk) in slot.name.iter().zip(name.chunks(8)) {
+            let mut w = [0u8; 8];
+            if let Some(dst) = w.get_mut(..chunk.len()) {
+                dst.copy_from_slice(chunk);
+            }
+            word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+        slot.len.store(len, Ordering::Relaxed);
+        slot.error.store(min_count, Ordering::Relaxed);
+        slot.count
+            .store(min_count.saturating_add(weight), Ordering::Relaxed);
+        h.store(hash, Ordering::Relaxed);
+        slot.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Add every tracked name to `into` (summing counts and errors of equal names). A slot the
+    /// writer is replacing at that moment is read again, up to a few times, then skipped.
+    pub fn merge_into(&self, into: &mut HashMap<Vec<u8>, (u64, u64)>) {
+        for slot in &self.slots {
+            for _ in 0..4 {
+                let before = slot.seq.load(Ordering::Acquire);
+                if before % 2 == 1 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let len = (slot.len.load(Ordering::Relaxed) as usize).min(MAX_NAME_LEN);
+                let count = slot.count.load(Ordering::Relaxed);
+                let error = slot.error.load(Ordering::Relaxed);
+                let mut name = [0u8; NAME_WORDS * 8];
+                for (dst, word) in name.chunks_exact_mut(8).zip(&slot.name) {
+                    dst.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+                }
+                fence(Ordering::Acquire);
+                if slot.seq.load(Ordering::Relaxed) != before {
+                    continue;
+                }
+                if len > 0 && count > 0 {
+                    let e = into.entry(name[..len].to_vec()).or_insert((0, 0));
+                    e.0 += count;
+                    e.1 += error;
+                }
+                break;
+            }
+        }
+    }
+}
+
+impl Default for Sketch {
+    fn default() -> Sketch {
+        Sketch::new()
+    }
+}
+
+/// The `limit` largest of merged counts, largest first (ties by name).
+pub fn top(merged: HashMap<Vec<u8>, (u64, u64)>, limit: usize) -> Vec<Counted> {
+    let mut all: Vec<Counted> = merged
+        .into_iter()
+        .map(|(name, (count, error))| Counted { name, count, error })
+        .collect();
+    all.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    all.truncate(limit);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wire form of a dotted name.
+    fn wire(name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+        out
+    }
+
+    /// Heavy hitters hidden in a long tail of distinct names are found with counts within
+    /// their error bounds, and the sketch never tracks more than CAPACITY names.
+    #[test]
+    fn finds_heavy_hitters_in_a_long_tail() {
+        let sketch = Sketch::new();
+        sketch.reset(0);
+        let heavy = [
+            ("a.example", 5000u64),
+            ("b.example", 3000),
+            ("c.example", 1000),
+        ];
+        let mut tail = 0u64;
+        // Interleave: each round sends the heavy names their share, then 20 unique tail names.
+        for round in 0..1000u64 {
+            for (name, total) in heavy {
+                for _ in 0..total / 1000 {
+                    sketch.offer(&wire(name), 1);
+                }
+            }
+            for j in 0..20 {
+                sketch.offer(&wire(&format!("t{round}-{j}.tail")), 1);
+                tail += 1;
+            }
+        }
+        assert_eq!(sketch.offered(), 9000 + tail);
+        let mut merged = HashMap::new();
+        sketch.merge_into(&mut merged);
+        assert!(merged.len() <= CAPACITY, "{} names tracked", merged.len());
+        let top = top(merged, 3);
+        let names: Vec<Vec<u8>> = top.iter().map(|c| c.name.clone()).collect();
+        assert_eq!(
+            names,
+            vec![wire("a.example"), wire("b.example"), wire("c.example")]
+        );
+        for (c, (_, truth)) in top.iter().zip(heavy) {
+            assert!(
+                c.count >= truth,
+                "count {} under the truth {truth}",
+                c.count
+            );
+            assert!(
+                c.count - c.error <= truth,
+                "count {} - error {} over the truth {truth}",
+                c.count,
+                c.error
+            );
+        }
+    }
+
+    /// Merging sketches of two workers sums a name's counts; reset empties a sketch.
+    #[test]
+    fn merge_sums_and_reset_empties() {
+        let a = Sketch::new();
+        let b = Sketch::new();
+        a.reset(3);
+        b.reset(3);
+        for _ in 0..5 {
+            a.offer(&wire("x.test"), 2);
+        }
+        b.offer(&wire("x.test"), 2);
+        b.offer(&wire("y.test"), 2);
+        let mut merged = HashMap::new();
+        a.merge_into(&mut merged);
+        b.merge_into(&mut merged);
+        let top = top(merged, 10);
+        assert_eq!(top.len(), 2);
+        assert_eq!((top[0].name.clone(), top[0].count), (wire("x.test"), 12));
+        assert_eq!(a.window(), 3);
+        a.reset(4);
+        let mut merged = HashMap::new();
+        a.merge_into(&mut merged);
+        assert!(merged.is_empty());
+        assert_eq!((a.window(), a.offered()), (4, 0));
+    }
+}
