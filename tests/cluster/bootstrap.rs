@@ -43,12 +43,16 @@ fn body(
         leader == 1,
         "the lowest id initializes and should lead first, got {leader}"
     );
-    let members = client.members(spec.grpc(2)?)?;
-    ensure!(
-        members.members.iter().map(|m| m.id).collect::<Vec<_>>() == ids
-            && members.members.iter().all(|m| m.voter),
-        "members: {members:?}"
-    );
+    // A follower can learn the leader from an append that carries no entries yet, so the
+    // membership entry may reach it a moment after it names the leader.
+    let node2 = spec.grpc(2)?;
+    wait_until(CONVERGE, "node 2 listing the three voters", || {
+        client.members(node2).is_ok_and(|members| {
+            members.members.iter().map(|m| m.id).collect::<Vec<_>>() == ids
+                && members.members.iter().all(|m| m.voter)
+        })
+    })
+    .map_err(|e| anyhow::anyhow!("{e}; members on node 2: {:?}", client.members(node2)))?;
 
     // The bootstrapping node seeded version 1 from its file values (the dead upstream).
     wait_until(CONVERGE, "the seeded version 1 on every node", || {
