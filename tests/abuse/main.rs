@@ -48,6 +48,9 @@ impl Setup {
         let auth = AuthServer::start(zone())?;
         let node = Node::start(NodeOpts::upstreams(&[auth.addr()]))?;
         let ctl = Control::new(node.grpc_addr())?;
+        // A setting written before the bootstrap seed commits would make the seed give up,
+        // leaving the cluster without the node's upstreams.
+        node.attach_log(ctl.wait_seeded(DEADLINE))?;
         Ok(Setup { auth, node, ctl })
     }
 

@@ -96,12 +96,23 @@ fn body(nodes: &BTreeMap<u64, Node>, joiners: &[Node; 2]) -> Result<()> {
         .ok_or_else(|| anyhow!("no follower"))?;
     let follower_ctl = Ctl::new(&[&nodes[&follower]]);
 
-    // A follower learns the membership from the leader's first entries.
-    wait_until(CONVERGE, "the follower knowing all three members", || {
-        follower_ctl
-            .json(&["cluster", "members"])
-            .is_ok_and(|json| member_ids(&json).len() == 3)
-    })?;
+    // A follower learns the membership from the leader's first entries, and reachability
+    // from its calls to the peers, each a moment later.
+    wait_until(
+        CONVERGE,
+        "the follower knowing all three members, reachable",
+        || {
+            follower_ctl
+                .json(&["cluster", "members"])
+                .is_ok_and(|json| {
+                    json["leader_id"] == leader
+                        && member_ids(&json).len() == 3
+                        && json["members"]
+                            .as_array()
+                            .is_some_and(|m| m.iter().all(|m| m["reachable"] == true))
+                })
+        },
+    )?;
     let text = ctl.ok(&["cluster", "leader"])?;
     print!("{text}");
     ensure!(text.starts_with(&format!("leader {leader} at ")), "{text}");

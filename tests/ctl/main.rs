@@ -259,6 +259,10 @@ impl Setup {
     pub fn start() -> Result<Setup> {
         let auth = AuthServer::start(zone())?;
         let node = start_node(&[auth.addr()])?;
+        // Tests compare versions and edit the upstream list: start from the seeded settings.
+        let seeded = heimdall_tests::control::Control::new(node.grpc_addr())
+            .and_then(|control| control.wait_seeded(CONVERGE));
+        node.attach_log(seeded)?;
         Ok(Setup { auth, node })
     }
 

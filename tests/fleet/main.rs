@@ -80,18 +80,33 @@ fn fleet_answers_and_applies_config_everywhere() -> Result<()> {
     with_fleet("answers_and_config", |fleet| {
         for id in NODES {
             answers_www(id)?;
-            let members = fleet.heimdallctl(id, &["--output", "json", "cluster", "members"])?;
-            let json: serde_json::Value = serde_json::from_str(&members)
-                .with_context(|| format!("heimdallctl cluster members on node{id}: {members}"))?;
-            let text = json.to_string();
-            for other in NODES {
-                ensure!(
-                    text.contains(&format!("10.89.1.{}:50051", 10 + other)),
-                    "node{id} does not list node{other}: {members}"
-                );
+            // A follower can name the leader before the membership entry reaches it: poll.
+            let check = || -> Result<()> {
+                let members = fleet.heimdallctl(id, &["--output", "json", "cluster", "members"])?;
+                let json: serde_json::Value =
+                    serde_json::from_str(&members).with_context(|| {
+                        format!("heimdallctl cluster members on node{id}: {members}")
+                    })?;
+                let text = json.to_string();
+                for other in NODES {
+                    ensure!(
+                        text.contains(&format!("10.89.1.{}:50051", 10 + other)),
+                        "node{id} does not list node{other}: {members}"
+                    );
+                }
+                let leaders = text.matches("\"Leader\"").count();
+                ensure!(leaders == 1, "node{id} shows {leaders} leaders: {members}");
+                Ok(())
+            };
+            let waited = wait_until(
+                FLEET_DEADLINE,
+                &format!("node{id} listing three members, one leader"),
+                || check().is_ok(),
+            );
+            // On a timeout, the last check's own error says what was wrong.
+            if let Err(e) = waited {
+                check().map_err(|last| last.context(e))?;
             }
-            let leaders = text.matches("\"Leader\"").count();
-            ensure!(leaders == 1, "node{id} shows {leaders} leaders: {members}");
         }
         // A name made hot on node1 (three queries) reaches the others' caches by gossip.
         for _ in 0..3 {

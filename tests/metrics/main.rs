@@ -153,7 +153,18 @@ fn counters_move_with_traffic() -> Result<()> {
     let auth = AuthServer::start(zone())?;
     let node = Node::start(NodeOpts::upstreams(&[auth.addr()]))?;
     let upstream = auth.addr().to_string();
-    let before = scrape_parsed(node.metrics_addr())?;
+    // The harness's readiness probe is answered before its latency is recorded: start from
+    // a scrape in which every query so far is in the histogram, so the deltas are exact.
+    let (before, _) = wait_for(
+        CATCH_UP,
+        "the readiness probe in the latency histogram",
+        || {
+            let exp = scrape_parsed(node.metrics_addr()).ok()?;
+            let queries = count(&exp, "heimdall_queries_total", &[("protocol", "udp")])
+                + count(&exp, "heimdall_queries_total", &[("protocol", "tcp")]);
+            (count(&exp, "heimdall_query_duration_seconds_count", &[]) >= queries).then_some(exp)
+        },
+    )?;
     let upstream_before = auth.queries();
 
     // UDP: 10 A misses, then the same 10 as hits twice; 10 AAAA misses; 3 NXDOMAIN misses

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use heimdall_proto::v1::ConfigGetRequest;
 use heimdall_proto::v1::control_client::ControlClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -96,5 +97,23 @@ impl Control {
     /// Runs any future on the client's runtime.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
+    }
+
+    /// Waits until the node's cluster configuration has a version (>= 1): a node reports
+    /// ready on DNS before the bootstrap write seeding the settings from its file commits,
+    /// and a test write that beat it would make the seed give up (its compare-and-set
+    /// expects version 0). Returns the version.
+    pub fn wait_seeded(&self, deadline: Duration) -> Result<u64> {
+        let (version, _) = crate::wait_for(deadline, "the seeded cluster configuration", || {
+            let request = ConfigGetRequest {
+                key: String::new(),
+                local: false,
+            };
+            self.call(|mut c| async move { c.config_get(authed(request)).await })
+                .ok()
+                .map(|reply| reply.version)
+                .filter(|version| *version >= 1)
+        })?;
+        Ok(version)
     }
 }
