@@ -20,9 +20,6 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Threads of the tokio runtime (upstream I/O, TCP, timers); the UDP workers have their own.
-const RUNTIME_THREADS: usize = 2;
-
 /// How long to wait for leftover blocking tasks once the server has returned.
 const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -119,7 +116,8 @@ fn init_tracing(log: &LogConfig) -> anyhow::Result<()> {
 /// Runs the server on a multi-thread runtime until a shutdown signal.
 fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(RUNTIME_THREADS)
+        // The UDP workers are threads of their own, outside the runtime.
+        .worker_threads(config.dns.runtime_threads.max(1))
         .thread_name("heimdall-rt")
         .enable_all()
         .build()

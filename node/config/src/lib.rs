@@ -480,6 +480,10 @@ pub struct DnsConfig {
     pub listen: SocketAddr,
     /// UDP worker threads; 0 = one per CPU. After validation always >= 1. Default 0.
     pub workers: usize,
+    /// Threads of the async runtime (misses and upstream I/O, TCP, gRPC, Raft, gossip);
+    /// 0 = two, or one when the process may run on a single CPU only. After validation
+    /// always >= 1. Default 0.
+    pub runtime_threads: usize,
     /// Largest UDP response we send; client EDNS sizes are clamped to [512, this].
     /// Valid 512..=4096. Default 1232.
     pub max_udp_payload: u16,
@@ -503,6 +507,7 @@ impl Default for DnsConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5353)),
             workers: 0,
+            runtime_threads: 0,
             max_udp_payload: 1232,
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 1024,
@@ -1405,8 +1410,14 @@ impl<Zone, Tls> Config<Zone, Tls> {
         }
 
         let dns = &mut self.dns;
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         if dns.workers == 0 {
-            dns.workers = std::thread::available_parallelism().map_or(1, usize::from);
+            dns.workers = cpus;
+        }
+        if dns.runtime_threads == 0 {
+            // A second runtime thread on a process confined to one CPU only adds wake-ups
+            // and context switches between the two.
+            dns.runtime_threads = cpus.min(2);
         }
         if !(512..=4096).contains(&dns.max_udp_payload) {
             return Err(ConfigError::invalid(
@@ -1745,6 +1756,7 @@ mod tests {
         let config = load_test(None, &[], Cli::default()).expect("defaults");
         assert_eq!(config.dns.listen, "127.0.0.1:5353".parse().expect("addr"));
         assert!(config.dns.workers >= 1);
+        assert!((1..=2).contains(&config.dns.runtime_threads));
         assert_eq!(
             config.upstream.servers,
             vec!["192.0.2.53:53".parse().expect("addr")]
@@ -1752,6 +1764,7 @@ mod tests {
         let expected = Config {
             dns: DnsConfig {
                 workers: config.dns.workers,
+                runtime_threads: config.dns.runtime_threads,
                 ..DnsConfig::default()
             },
             upstream: UpstreamConfig {
@@ -1776,6 +1789,7 @@ mod tests {
                 [dns]
                 listen = "[::1]:5353"
                 workers = 3
+                runtime_threads = 1
                 [upstream]
                 servers = ["10.0.0.1", "10.0.0.2:5300", "::1", "[2001:db8::1]:853", "[2001:db8::2]"]
                 [cache]
@@ -1793,6 +1807,7 @@ mod tests {
         assert_eq!(config.node.data_dir, PathBuf::from("/var/lib/heimdall"));
         assert_eq!(config.dns.listen, "[::1]:5353".parse().expect("addr"));
         assert_eq!(config.dns.workers, 3);
+        assert_eq!(config.dns.runtime_threads, 1);
         let servers: Vec<SocketAddr> = [
             "10.0.0.1:53",
             "10.0.0.2:5300",
