@@ -169,6 +169,9 @@ impl UdpBackend {
 /// their refreshes gossiped) long after they were.
 pub const HIT_FLUSH_EVERY: Duration = Duration::from_millis(100);
 
+/// How long shutdown waits for the cluster member (gRPC server, gossip, Raft) to stop.
+const CLUSTER_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Whether this binary and kernel can run the io_uring UDP backend; Err says why not
 /// (built without the `uring` feature, or the probe failed, e.g. under a seccomp filter).
 pub fn io_uring_available() -> Result<(), String> {
@@ -261,7 +264,7 @@ pub async fn run(
         source,
     })?;
     let resolver = Arc::new(build_resolver(&config));
-    let _cluster = crate::cluster::start(&config, &resolver).await?;
+    let cluster = crate::cluster::start(&config, &resolver).await?;
     let workers = config.dns.workers.max(1);
     let listen = config.dns.listen;
     let sockets = udp::bind_sockets(listen, workers).map_err(|source| ServerError::Bind {
@@ -385,6 +388,16 @@ pub async fn run(
         tracing::warn!(
             left,
             "shutdown grace period over with answers still in flight"
+        );
+    }
+    // Stop the cluster member in order (gRPC, background tasks, then Raft's core), rather
+    // than leaving its tasks to die with the runtime mid-report.
+    if tokio::time::timeout(CLUSTER_SHUTDOWN_GRACE, cluster.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "cluster member did not stop within {CLUSTER_SHUTDOWN_GRACE:?}; stopping anyway"
         );
     }
     let totals = resolver.metrics().snapshot();
