@@ -131,11 +131,7 @@ impl Drop for Registration<'_> {
         {
             state.waiting.remove(&self.id);
         }
-        let idle = state.retired && state.waiting.is_empty();
-        drop(state);
-        if idle {
-            self.channel.retired.notify_one();
-        }
+        self.channel.unlock(state);
     }
 }
 
@@ -279,6 +275,16 @@ impl Channel {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Release `state`; when the socket is retired and no query waits on it any more, wake
+    /// the receive task so it can end and the socket close.
+    fn unlock(&self, state: MutexGuard<'_, ChannelState>) {
+        let idle = state.retired && state.waiting.is_empty();
+        drop(state);
+        if idle {
+            self.retired.notify_one();
+        }
+    }
+
     /// Register a waiter for `question` under a random ID unique among this socket's queries
     /// in flight; None when the socket is retired (or its budget or age is used up).
     fn add(
@@ -295,11 +301,7 @@ impl Channel {
         {
             if !state.retired {
                 state.retired = true;
-                let idle = state.waiting.is_empty();
-                drop(state);
-                if idle {
-                    self.retired.notify_one();
-                }
+                self.unlock(state);
             }
             return None;
         }
@@ -349,17 +351,13 @@ impl Channel {
             }
             _ => None,
         };
-        let idle = state.retired && state.waiting.is_empty();
-        drop(state);
+        self.unlock(state);
         match waiter {
             Some(waiter) => {
                 // The query may have given up just now; then the reply is simply dropped.
                 let _ = waiter.reply.send(Ok(reply.into()));
             }
             None => stats.mismatched.incr(),
-        }
-        if idle {
-            self.retired.notify_one();
         }
     }
 
