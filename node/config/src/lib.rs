@@ -1671,9 +1671,17 @@ fn read_secret(
 /// The largest secret file read (a secret is a line; `/dev/zero` must not hang the loader).
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
-/// The UTF-8 text of the file at `path`, refused when it is longer than `max` bytes.
+/// The UTF-8 text of the file at `path`, refused when it is longer than `max` bytes, or
+/// when it is a FIFO or a socket (opening a FIFO with no writer would block the loader).
 fn read_small(path: &Path, max: u64) -> std::io::Result<String> {
     use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path)?.file_type();
+    if kind.is_fifo() || kind.is_socket() {
+        return Err(std::io::Error::other(
+            "a FIFO or socket, not a file; a secret file holds one line",
+        ));
+    }
     let mut text = String::new();
     std::fs::File::open(path)?
         .take(max + 1)
@@ -2374,6 +2382,33 @@ mod tests {
                 ca_file: Path::new("/ca.pem"),
                 client_ca_file: Some(Path::new("/client-ca.pem")),
             }
+        );
+    }
+
+    /// A secret file that is a FIFO is refused at once, naming the key, instead of blocking
+    /// the loader until something writes to it.
+    #[test]
+    fn secret_file_fifo_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("secret.fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success(), "mkfifo failed");
+        let file = format!("[cluster]\nsecret_file = \"{}\"\n", fifo.display());
+        // On a thread, so a loader that blocks on the FIFO fails the test instead of hanging.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(load_test(Some(&file), &[], Cli::default()).map(|_| ()));
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the loader blocked on the FIFO");
+        let text = result.expect_err("a FIFO is refused").to_string();
+        assert!(
+            text.contains("cluster.secret_file") && text.contains("FIFO"),
+            "{text}"
         );
     }
 
