@@ -359,6 +359,7 @@ pub async fn run(
         dns = %dns_addr,
         metrics = %metrics_addr,
         workers,
+        runtime_threads = config.dns.runtime_threads,
         upstreams = ?config.upstream.servers,
         cache_bytes = config.cache.max_bytes,
         "heimdall ready"
