@@ -364,10 +364,7 @@ fn config_set_get_history_rollback() -> Result<()> {
             };
             ctl.call(|mut c| async move { c.config_get(authed(request)).await })
         };
-        let seeded = wait_until(DEADLINE, "the bootstrap settings version", || {
-            get("").is_ok_and(|r| r.version >= 1)
-        });
-        seeded?;
+        ctl.wait_seeded(DEADLINE)?;
         let whole = get("")?;
         ensure!(
             whole.values.iter().any(|v| v.key == "cache.max_ttl"),
@@ -548,16 +545,7 @@ fn upstream_add_and_remove() -> Result<()> {
                 }
             })
         };
-        wait_until(DEADLINE, "the settings seeded", || {
-            ctl.call(|mut c| async move {
-                c.config_get(authed(ConfigGetRequest {
-                    key: String::new(),
-                    local: true,
-                }))
-                .await
-            })
-            .is_ok_and(|r| r.version >= 1)
-        })?;
+        ctl.wait_seeded(DEADLINE)?;
         let added = change(true)?;
         ensure!(
             added.changes.iter().any(|c| c.key == "upstreams"),

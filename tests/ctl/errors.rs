@@ -3,9 +3,9 @@
 
 use anyhow::{Result, ensure};
 use heimdall_client::{Client, ClientOptions, Error};
-use heimdall_tests::{dead_addr, wait_for};
+use heimdall_tests::dead_addr;
 
-use crate::{CONVERGE, Ctl, Setup, endpoint};
+use crate::{Ctl, Setup, endpoint};
 
 /// A wrong token and a missing token are refused with "unauthenticated" naming the endpoint,
 /// and the configuration keeps its version.
@@ -14,13 +14,9 @@ fn wrong_token_is_refused() -> Result<()> {
     let setup = Setup::start()?;
     setup.run(|s| {
         let ctl = s.ctl();
-        // The node seeds version 1 once it leads itself; compare against that, not version 0.
-        let (before, _) = wait_for(CONVERGE, "the seeded configuration", || {
-            ctl.json(&["config", "get"])
-                .ok()
-                .map(|json| json["version"].clone())
-                .filter(|version| version.as_u64() >= Some(1))
-        })?;
+        // Setup waited for the seeded version 1; compare against that.
+        let before = ctl.json(&["config", "get"])?["version"].clone();
+        ensure!(before.as_u64() >= Some(1), "not seeded: version {before}");
         for token in [Some("not-the-admin-token-0123456789"), None] {
             let line = ctl
                 .with_token(token)

@@ -67,6 +67,18 @@ fn counter(node: &Node, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits until every node of `ids` has accepted at least one gossiped entry.
+fn wait_gossip_received(nodes: &BTreeMap<u64, Node>, ids: &[u64]) -> Result<Duration> {
+    let what = format!("nodes {ids:?} accepting a gossiped entry");
+    wait_until(CONVERGE, &what, || {
+        ids.iter().all(|id| {
+            nodes
+                .get(id)
+                .is_some_and(|node| counter(node, "heimdall_gossip_received_total") >= 1.0)
+        })
+    })
+}
+
 /// Waits until every node of `spec` is listed by node 1 with its gossip address.
 fn wait_gossip_addresses(client: &ClusterClient, spec: &ClusterSpec) -> Result<Duration> {
     let first = spec.grpc(1)?;
@@ -132,15 +144,7 @@ fn hot_name_reaches_every_node_with_one_upstream_query() -> Result<()> {
             answer(a.dns_addr(), name)?;
         }
         ensure!(auth.count(name, RecordType::A) == 1, "one upstream query");
-        wait_until(
-            CONVERGE,
-            "nodes 2 and 3 accepted the gossiped entry",
-            || {
-                [2, 3]
-                    .iter()
-                    .all(|id| counter(&nodes[id], "heimdall_gossip_received_total") >= 1.0)
-            },
-        )?;
+        wait_gossip_received(&nodes, &[2, 3])?;
         println!("propagation to nodes 2 and 3: {:?}", started.elapsed());
         for id in [2, 3] {
             // Node 1 first: the copies expire at the same instant at best, so asking the
@@ -371,15 +375,7 @@ fn restarted_node_is_warm_when_ready() -> Result<()> {
             answer(nodes[&1].dns_addr(), name)?;
         }
         // Warm start asks one peer at random: every peer must hold the entry first.
-        wait_until(
-            CONVERGE,
-            "nodes 2 and 3 accepted the gossiped entry",
-            || {
-                [2, 3]
-                    .iter()
-                    .all(|id| counter(&nodes[id], "heimdall_gossip_received_total") >= 1.0)
-            },
-        )?;
+        wait_gossip_received(&nodes, &[2, 3])?;
         let node = nodes.get_mut(&3).ok_or_else(|| anyhow::anyhow!("node 3"))?;
         let started = Instant::now();
         node.restart()?;
@@ -421,15 +417,7 @@ fn joined_node_is_warm_when_ready() -> Result<()> {
             answer(nodes[&1].dns_addr(), name)?;
         }
         // Warm start asks one peer at random: every peer must hold the entry first.
-        wait_until(
-            CONVERGE,
-            "nodes 2 and 3 accepted the gossiped entry",
-            || {
-                [2, 3]
-                    .iter()
-                    .all(|id| counter(&nodes[id], "heimdall_gossip_received_total") >= 1.0)
-            },
-        )?;
+        wait_gossip_received(&nodes, &[2, 3])?;
         ensure!(
             !serving(grpc),
             "a --join node not yet added reports SERVING"
