@@ -164,9 +164,9 @@ start_heimdall() { # start_heimdall [NAME BINARY]: heimdall, or another binary a
   local name=${1:-heimdall} bin=${2:-$HEIMDALL_BIN} port
   port=$(srv_port "$name")
   local d="$RUN/$name-data"; rm -rf "$d"; mkdir -p "$d"
-  # cache as large as Unbound's (msg 128m + rrset 256m): no evictions in miss runs
-  HEIMDALL_CACHE__MAX_BYTES=${HEIMDALL_CACHE__MAX_BYTES:-402653184} \
+  # cache as large as Unbound's (msg 128m + rrset 256m): no evictions in miss runs.
   # (env -u: Heimdall reads every HEIMDALL_* variable as configuration, and rejects this one)
+  HEIMDALL_CACHE__MAX_BYTES=${HEIMDALL_CACHE__MAX_BYTES:-402653184} \
   HEIMDALL_LOG__LEVEL=${HEIMDALL_LOG__LEVEL:-warn} \
     start_bg "$name" "$SERVER_CPU" env -u HEIMDALL_BIN "$bin" --dns-listen "127.0.0.1:$port" \
       --upstream "127.0.0.1:$(srv_port nsd)" --workers 1 --data-dir "$d" \
