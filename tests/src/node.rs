@@ -2,7 +2,7 @@
 //!
 //! The binary comes from `HEIMDALL_BIN`, or is built once per test process with the same
 //! cargo profile and target directory as the running test binary. When
-//! `HEIMDALL_TEST_IO_BACKEND` is set (`auto`, `epoll` or `uring`), every node gets
+//! `HEIMDALL_TEST_IO_BACKEND` is set (`epoll`, `auto` or `uring`), every node gets
 //! `--io-backend <value>` unless its test chose a backend itself, so the whole suite can run
 //! on either UDP backend.
 

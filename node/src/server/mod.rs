@@ -181,9 +181,9 @@ pub fn io_uring_available() -> Result<(), String> {
     Err("this binary was built without the `uring` feature".to_owned())
 }
 
-/// Decide the UDP loop for `dns.io_backend`: io_uring when asked for (or `auto`), compiled in
-/// and the probe succeeds; otherwise epoll, logged (INFO for `auto`, WARN when `uring` was
-/// asked for). Never fails: the node always starts.
+/// Decide the UDP loop for `dns.io_backend`: epoll (the default) when asked for; io_uring when
+/// `auto` or `uring` is asked for, compiled in and the probe succeeds; otherwise epoll, logged
+/// (INFO for `auto`, WARN for `uring`). Never fails: the node always starts.
 pub fn choose_backend(requested: IoBackend) -> UdpBackend {
     if requested == IoBackend::Epoll {
         return UdpBackend::Epoll;
@@ -267,11 +267,14 @@ pub async fn run(
     let cluster = crate::cluster::start(&config, &resolver).await?;
     let workers = config.dns.workers.max(1);
     let listen = config.dns.listen;
-    let sockets = udp::bind_sockets(listen, workers).map_err(|source| ServerError::Bind {
-        addr: listen,
-        proto: "udp",
-        source,
-    })?;
+    let sockets =
+        udp::bind_sockets(listen, workers, config.dns.udp_recv_buffer).map_err(|source| {
+            ServerError::Bind {
+                addr: listen,
+                proto: "udp",
+                source,
+            }
+        })?;
     let dns_addr = sockets
         .first()
         .and_then(|s| s.local_addr().ok())

@@ -21,12 +21,17 @@ use crate::resolver::{Client, Outcome, Resolver};
 /// How often a blocked worker wakes up to check for shutdown.
 const RECV_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// Bind `count` UDP sockets to the same address with SO_REUSEPORT. When the port is 0, the
-/// first socket's kernel-chosen port is used for the rest.
-pub fn bind_sockets(addr: SocketAddr, count: usize) -> io::Result<Vec<Arc<Socket>>> {
+/// Bind `count` UDP sockets to the same address with SO_REUSEPORT, each asking for a receive
+/// buffer of `recv_buffer` bytes (0: the system default). When the port is 0, the first
+/// socket's kernel-chosen port is used for the rest.
+pub fn bind_sockets(
+    addr: SocketAddr,
+    count: usize,
+    recv_buffer: usize,
+) -> io::Result<Vec<Arc<Socket>>> {
     let mut sockets = Vec::with_capacity(count);
     let mut addr = addr;
-    for _ in 0..count.max(1) {
+    for i in 0..count.max(1) {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         socket.set_reuse_port(true)?;
         socket.set_reuse_address(true)?;
@@ -34,6 +39,9 @@ pub fn bind_sockets(addr: SocketAddr, count: usize) -> io::Result<Vec<Arc<Socket
             socket.set_only_v6(true)?;
         }
         socket.set_read_timeout(Some(RECV_TIMEOUT))?;
+        if recv_buffer > 0 {
+            set_recv_buffer(&socket, recv_buffer, i == 0)?;
+        }
         socket.bind(&addr.into())?;
         if addr.port() == 0
             && let Some(bound) = socket.local_addr()?.as_socket()
@@ -43,6 +51,24 @@ pub fn bind_sockets(addr: SocketAddr, count: usize) -> io::Result<Vec<Arc<Socket
         sockets.push(Arc::new(socket));
     }
     Ok(sockets)
+}
+
+/// Ask for a receive buffer of `bytes` (a burst of queries waits there while the worker is
+/// busy; the system default of about 200 KiB holds only a few hundred datagrams). The kernel
+/// caps the size at `net.core.rmem_max`; when it did, say so (`log`: for the first socket
+/// only, the others get the same).
+fn set_recv_buffer(socket: &Socket, bytes: usize, log: bool) -> io::Result<()> {
+    socket.set_recv_buffer_size(bytes)?;
+    // Linux reports twice the size it granted (the doubling covers its bookkeeping).
+    let granted = socket.recv_buffer_size()? / 2;
+    if log && granted < bytes {
+        tracing::info!(
+            asked = bytes,
+            granted,
+            "dns.udp_recv_buffer capped by the kernel (net.core.rmem_max)"
+        );
+    }
+    Ok(())
 }
 
 /// Everything one worker thread needs.
@@ -201,4 +227,48 @@ fn pin_to_cpu(cpu: usize) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `net.core` setting in bytes (`rmem_max`, `rmem_default`), if this system shows it.
+    fn net_core(name: &str) -> Option<usize> {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Every socket gets the receive buffer asked for (up to the kernel's cap), the same port,
+    /// and 0 leaves the system default.
+    #[test]
+    fn sockets_get_the_receive_buffer() {
+        let asked = 512 * 1024;
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let sockets = bind_sockets(addr, 2, asked).expect("bind");
+        let want = net_core("rmem_max").map_or(asked, |max| asked.min(max));
+        let ports: Vec<_> = sockets
+            .iter()
+            .map(|s| {
+                s.local_addr()
+                    .expect("addr")
+                    .as_socket()
+                    .expect("inet")
+                    .port()
+            })
+            .collect();
+        assert_eq!(ports[0], ports[1], "one port for every worker");
+        for socket in &sockets {
+            let granted = socket.recv_buffer_size().expect("size") / 2;
+            assert!(granted >= want, "granted {granted}, want {want}");
+        }
+        let default = bind_sockets(addr, 1, 0).expect("bind");
+        if let Some(system) = net_core("rmem_default") {
+            let granted = default[0].recv_buffer_size().expect("size");
+            assert_eq!(granted, system, "0 keeps the system default");
+        }
+    }
 }
