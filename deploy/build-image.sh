@@ -22,8 +22,9 @@ fi
 
 echo "build-image: compiling static binaries (release, --target $TARGET, +crt-static)"
 # The explicit --target keeps RUSTFLAGS away from build scripts and proc-macros, which must
-# stay dynamically linked. The io_uring feature stays in: where a container's seccomp profile
-# blocks io_uring, the node's start-up probe fails and it logs that it uses epoll instead.
+# stay dynamically linked. The io_uring feature stays in (nodes run epoll unless
+# dns.io_backend asks for io_uring): where a container's seccomp profile blocks io_uring, the
+# node's start-up probe fails and it logs that it uses epoll instead.
 (
     cd "$ROOT"
     # No debug info and stripped symbols keep the binaries (and the image) small.
