@@ -59,9 +59,10 @@ pub fn bind_sockets(
 /// only, the others get the same).
 fn set_recv_buffer(socket: &Socket, bytes: usize, log: bool) -> io::Result<()> {
     socket.set_recv_buffer_size(bytes)?;
-    // Linux reports twice the size it granted (the doubling covers its bookkeeping).
+    // Linux reports twice the size it granted (the doubling covers its bookkeeping), and
+    // never grants more than INT_MAX / 2 whatever rmem_max says.
     let granted = socket.recv_buffer_size()? / 2;
-    if log && granted < bytes {
+    if log && granted < bytes.min(i32::MAX as usize / 2) {
         tracing::info!(
             asked = bytes,
             granted,
@@ -249,7 +250,6 @@ mod tests {
         let asked = 512 * 1024;
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let sockets = bind_sockets(addr, 2, asked).expect("bind");
-        let want = net_core("rmem_max").map_or(asked, |max| asked.min(max));
         let ports: Vec<_> = sockets
             .iter()
             .map(|s| {
@@ -261,9 +261,17 @@ mod tests {
             })
             .collect();
         assert_eq!(ports[0], ports[1], "one port for every worker");
-        for socket in &sockets {
-            let granted = socket.recv_buffer_size().expect("size") / 2;
-            assert!(granted >= want, "granted {granted}, want {want}");
+        // Inside a container, kernels before 6.10 hide net.core (the host's cap still
+        // applies): then the granted size cannot be predicted.
+        match net_core("rmem_max") {
+            Some(max) => {
+                let want = asked.min(max);
+                for socket in &sockets {
+                    let granted = socket.recv_buffer_size().expect("size") / 2;
+                    assert!(granted >= want, "granted {granted}, want {want}");
+                }
+            }
+            None => println!("SKIPPED the size check: net.core.rmem_max is not visible here"),
         }
         let default = bind_sockets(addr, 1, 0).expect("bind");
         if let Some(system) = net_core("rmem_default") {
