@@ -1,6 +1,9 @@
 //! Micro-benchmarks of the cache-hit path: key building, the keyed hash the store uses for its
 //! read-side map and its shards (std's SipHash-1-3 against faster keyed candidates),
-//! `Cache::lookup` + `Entry::write_response`, and the whole `Resolver::process` on a hit.
+//! `Cache::lookup` + `Entry::write_response`, and the whole `Resolver::process` on a hit, warm
+//! (the same query again and again) and cold (`resolver/process_hit_cold_batch4`: batches of 4
+//! hits on different names after other memory has evicted the CPU caches, as on a worker woken
+//! for a few queries; criterion only, it has no `BENCH_ITERS` mode).
 //!
 //! `cargo bench -p heimdall-node --bench cache` runs them under criterion (`-- <filter>` selects
 //! some). For repeatable instruction counts, set `BENCH_ITERS` and run the bench executable
@@ -85,9 +88,9 @@ fn query_with_options(qname: &str, options: &[u8]) -> Vec<u8> {
     buf[..len].to_vec()
 }
 
-/// A resolver over a filled cache whose rate limiting covers loopback too (at a rate the
-/// bench never reaches), so every hit pays for the ACL, the limiter and the size cap.
-fn guarded_resolver(now: Instant) -> Resolver {
+/// A resolver over a filled cache (see [`filled_cache`]) with no upstream, under the default
+/// guard policy.
+fn plain_resolver(now: Instant) -> Resolver {
     let forwarder = Forwarder::new(
         &[],
         ForwarderTimeouts {
@@ -95,7 +98,13 @@ fn guarded_resolver(now: Instant) -> Resolver {
             total: Duration::from_secs(2),
         },
     );
-    let resolver = Resolver::new(filled_cache(now), forwarder, UDP_SIZE);
+    Resolver::new(filled_cache(now), forwarder, UDP_SIZE)
+}
+
+/// A resolver over a filled cache whose rate limiting covers loopback too (at a rate the
+/// bench never reaches), so every hit pays for the ACL, the limiter and the size cap.
+fn guarded_resolver(now: Instant) -> Resolver {
+    let resolver = plain_resolver(now);
     let mut settings = ClusterSettings::default();
     settings.rate_limit.exempt_loopback = false;
     settings.rate_limit.qps_per_prefix = u32::MAX;
@@ -266,14 +275,7 @@ fn cases() -> Vec<Case> {
     // The whole hit path: parse, key, lookup, replay.
     cases.push(Case::new("resolver/process_hit", || {
         let now = Instant::now();
-        let forwarder = Forwarder::new(
-            &[],
-            ForwarderTimeouts {
-                attempt: Duration::from_secs(1),
-                total: Duration::from_secs(2),
-            },
-        );
-        let resolver = Resolver::new(filled_cache(now), forwarder, UDP_SIZE);
+        let resolver = plain_resolver(now);
         let packet = query(QNAME);
         let mut out = vec![0u8; usize::from(UDP_SIZE)];
         let check = resolver.process(&packet, &mut out, Client::udp(LOCALHOST), now);
@@ -291,14 +293,7 @@ fn cases() -> Vec<Case> {
     // is checked, rate limiting and the size cap are not applied), as in the perf benchmark.
     cases.push(Case::new("resolver/process_hit_no_cookie", || {
         let now = Instant::now();
-        let forwarder = Forwarder::new(
-            &[],
-            ForwarderTimeouts {
-                attempt: Duration::from_secs(1),
-                total: Duration::from_secs(2),
-            },
-        );
-        let resolver = Resolver::new(filled_cache(now), forwarder, UDP_SIZE);
+        let resolver = plain_resolver(now);
         let packet = query_with_options(QNAME, &[]);
         let mut out = vec![0u8; usize::from(UDP_SIZE)];
         move || match resolver.process(black_box(&packet), &mut out, Client::udp(LOCALHOST), now) {
@@ -343,6 +338,53 @@ fn cases() -> Vec<Case> {
     cases
 }
 
+/// Bytes written between the batches of the cold-cache case: more than this machine's L2,
+/// as the kernel's network path between two wake-ups of a lightly loaded worker is.
+const EVICT_BYTES: usize = 8 << 20;
+/// Queries per batch in the cold-cache case (what a worker receives per wake-up at 40k qps
+/// offered in the perf benchmark).
+const COLD_BATCH: usize = 4;
+
+/// `Resolver::process` on cache hits with cold CPU caches, as on a worker woken for a few
+/// queries: before each timed batch of [`COLD_BATCH`] hits for names drawn from the
+/// `FILLER_ENTRIES` cached ones, [`EVICT_BYTES`] of other memory are written (not timed).
+/// Criterion's time is per batch.
+fn cold_process(criterion: &mut Criterion) {
+    let now = Instant::now();
+    let resolver = plain_resolver(now);
+    let packets: Vec<Vec<u8>> = (0..FILLER_ENTRIES)
+        .map(|i| query_with_options(&format!("host{i}.example.net"), &[]))
+        .collect();
+    let mut out = vec![0u8; usize::from(UDP_SIZE)];
+    let mut evict = vec![0u8; EVICT_BYTES];
+    let mut next: u64 = 0x2545_f491_4f6c_dd1d;
+    criterion.bench_function("resolver/process_hit_cold_batch4", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for round in 0..iters {
+                for line in evict.chunks_mut(64) {
+                    line[0] = round as u8;
+                }
+                black_box(&evict);
+                let start = Instant::now();
+                for _ in 0..COLD_BATCH {
+                    next ^= next << 13;
+                    next ^= next >> 7;
+                    next ^= next << 17;
+                    let packet = &packets[(next % packets.len() as u64) as usize];
+                    match resolver.process(black_box(packet), &mut out, Client::udp(LOCALHOST), now)
+                    {
+                        Outcome::Reply { len, .. } => black_box(len),
+                        _ => panic!("every cold-case query is a cached name"),
+                    };
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+}
+
 /// Run every case `iters` times whose name contains `filter` (no criterion; for callgrind).
 fn count_mode(iters: u64, filter: Option<&str>) {
     for case in cases() {
@@ -373,5 +415,6 @@ fn main() {
         let mut run = (case.setup)();
         criterion.bench_function(&case.name, |b| b.iter(&mut run));
     }
+    cold_process(&mut criterion);
     criterion.final_summary();
 }
