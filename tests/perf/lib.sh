@@ -76,13 +76,17 @@ pinned() { # pinned CPU cmd... : run cmd with $NICE on CPU (empty CPU = anywhere
 HZ=$(getconf CLK_TCK)
 
 tree_ticks() { # tree_ticks PID: utime+stime of PID and all its descendants (NSD forks twice)
+  local t; t=$(tree_ticks_split "$1"); echo $(( ${t% *} + ${t#* } ))
+}
+
+tree_ticks_split() { # tree_ticks_split PID: "UTIME STIME" of PID and all its descendants
   # /proc/PID/stat: comm may contain spaces ("nsd: server 1"): parse after the last ')'
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
     { id = $1; line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
-      ppid[id] = f[2]; ticks[id] = f[12] + f[13] }          # f[2]=ppid f[12]=utime f[13]=stime
+      ppid[id] = f[2]; ut[id] = f[12]; st[id] = f[13] }       # f[2]=ppid f[12]=utime f[13]=stime
     END {
-      for (id in ppid) for (p = id; p > 1; p = ppid[p]) if (p == root) { t += ticks[id]; break }
-      print t + 0
+      for (id in ppid) for (p = id; p > 1; p = ppid[p]) if (p == root) { u += ut[id]; s += st[id]; break }
+      print u + 0, s + 0
     }'
 }
 
@@ -207,28 +211,30 @@ measure() {
   local raw="$OUT/raw/r${ROUND}-$wl-$srv-$mode${qps:+-$qps}.txt" vout="$RUN/dnsperf.out"
   local s0 a0 c0 u0 t0 s1 a1 c1 u1 t1
   foreign_snapshot >"$RUN/f0"
-  s0=$(tree_ticks "$pid"); a0=$(tree_ticks "$(srv_pid nsd)"); c0=$(cpu_stat); u0=$(udp_errors); t0=$(date +%s.%N)
+  s0=$(tree_ticks_split "$pid"); a0=$(tree_ticks "$(srv_pid nsd)"); c0=$(cpu_stat); u0=$(udp_errors); t0=$(date +%s.%N)
   pinned "$CLIENT_CPU" "${DP[@]}" >"$vout" 2>&1 || true
-  t1=$(date +%s.%N); s1=$(tree_ticks "$pid"); a1=$(tree_ticks "$(srv_pid nsd)"); c1=$(cpu_stat); u1=$(udp_errors)
+  t1=$(date +%s.%N); s1=$(tree_ticks_split "$pid"); a1=$(tree_ticks "$(srv_pid nsd)"); c1=$(cpu_stat); u1=$(udp_errors)
   foreign_snapshot >"$RUN/f1"
   kill -0 "$pid" 2>/dev/null || log "  WARNING: $srv (pid $pid) is gone after this run"
 
   grep -v '^> ' "$vout" >"$raw" || true
-  local res lat="" elapsed srv_s foreign noisy
+  local res lat="" elapsed srv_s usr_s sys_s foreign noisy
   res=$(parse_dnsperf "$raw")
   [ "$mode" != sat ] && lat="$(latency_stats "$vout" "$(kv avg_ms "$res")") "
   rm -f "$vout"
   elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-  srv_s=$(ticks_to_s "$s0" "$s1")
+  usr_s=$(ticks_to_s "${s0% *}" "${s1% *}"); sys_s=$(ticks_to_s "${s0#* }" "${s1#* }")
+  srv_s=$(awk -v u="$usr_s" -v s="$sys_s" 'BEGIN { printf "%.3f", u + s }')
   foreign=$(ratio "$(foreign_ticks_between "$RUN/f0" "$RUN/f1")" "$(awk -v e="$elapsed" -v hz="$HZ" 'BEGIN { print e * hz }')" 100 "%.0f")
   noisy=$([ "${foreign%.*}" -ge "$NOISY_MAX" ] 2>/dev/null && echo 1 || echo 0)
 
   local line="round=$ROUND server=$srv workload=$wl mode=$mode offered=${qps:-0} $res ${lat}srv_cpu_s=$srv_s"
   line+=" srv_cpu_pct=$(ratio "$srv_s" "$elapsed" 100 "%.0f") cpu_s_per_Mq=$(ratio "$srv_s" "$(kv completed "$res")" 1e6 "%.2f")"
+  line+=" user_s_per_Mq=$(ratio "$usr_s" "$(kv completed "$res")" 1e6 "%.2f") sys_s_per_Mq=$(ratio "$sys_s" "$(kv completed "$res")" 1e6 "%.2f")"
   line+=" auth_cpu_s=$(ticks_to_s "$a0" "$a1") $(cpu_busy_between "$c0" "$c1")foreign_pct=$foreign"
   line+=" waited_s=$waited udp_err=$((u1 - u0)) noisy=$noisy"
   echo "$line" >>"$OUT/summary.txt"
   log "  $(printf '%-9s %-8s %-11s' "$srv" "$wl" "$mode${qps:+@$qps}") qps=$(kv qps "$res") lost=$(kv lost "$res")" \
-      "cpu_s/Mq=$(kv cpu_s_per_Mq "$line") ${lat}foreign=${foreign}%$([ "$noisy" = 1 ] && echo ' NOISY')"
+      "cpu_s/Mq=$(kv cpu_s_per_Mq "$line") (user $(kv user_s_per_Mq "$line")) ${lat}foreign=${foreign}%$([ "$noisy" = 1 ] && echo ' NOISY')"
   return "$noisy"
 }

@@ -134,6 +134,21 @@ def main_table(g, workloads, servers):
     return out
 
 
+def split_table(g, workloads, servers):
+    """User and system CPU per query (medians), where the summary has them."""
+    out = ["| workload | server | user, sat. | system, sat. | user, fixed load | system, fixed load |",
+           "|---|---|---|---|---|---|"]
+    for w in workloads:
+        for s in servers:
+            sat, _ = clean(g.get((w, s, "sat"), []))
+            fix, _ = clean(g.get((w, s, "fixed"), []))
+            cells = [median(rs, k) for rs in (sat, fix) for k in ("user_s_per_Mq", "sys_s_per_Mq")]
+            if all(c is None for c in cells):
+                continue
+            out.append(f"| {w} | {s} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    return out if len(out) > 2 else []
+
+
 def sweep_section(g, servers, out_dir):
     loads = sorted({int(float(r["offered"])) for (w, s, m), rs in g.items() if m == "sweep" for r in rs})
     if not loads:
@@ -239,6 +254,13 @@ def main():
         md.append(f"- {w}: {WORKLOAD_TEXT.get(w, w)}")
     if env.get("zipf"):
         md.append(f"- {env['zipf']}")
+    split = split_table(g, workloads, servers)
+    if split:
+        md += ["", "## User and system CPU", "",
+               "The server's CPU per million answered queries (CPU s / 1M q, i.e. µs per query) split into "
+               "user and system time (utime and stime from /proc/PID/stat, medians over the rounds): where a "
+               "server's cost is its own code and where it is the kernel's.", ""]
+        md += split
     sweep = sweep_section(g, servers, out_dir)
     if sweep:
         md += ["", "## Latency vs offered load (cache hits)", "",
