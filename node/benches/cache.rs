@@ -378,40 +378,38 @@ fn cold_cases(criterion: &mut Criterion) {
         }
         black_box(&*received);
     };
+    // Time `work` on `iters` batches from `inputs`, each prepared (untimed) as above.
+    let mut timed = |iters: u64, inputs: &[Vec<u8>], work: &mut dyn FnMut(&[u8])| {
+        let mut total = Duration::ZERO;
+        for round in 0..iters {
+            prepare(round, inputs, &mut received);
+            let start = Instant::now();
+            for item in &received {
+                work(item);
+            }
+            total += start.elapsed();
+        }
+        total
+    };
     let mut out = vec![0u8; usize::from(UDP_SIZE)];
     criterion.bench_function("resolver/process_hit_cold_batch4", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for round in 0..iters {
-                prepare(round, &packets, &mut received);
-                let start = Instant::now();
-                for packet in &received {
-                    match resolver.process(black_box(packet), &mut out, Client::udp(LOCALHOST), now)
-                    {
-                        Outcome::Reply { len, .. } => black_box(len),
-                        _ => panic!("every cold-case query is a cached name"),
-                    };
-                }
-                total += start.elapsed();
-            }
-            total
+            timed(iters, &packets, &mut |packet| {
+                match resolver.process(black_box(packet), &mut out, Client::udp(LOCALHOST), now) {
+                    Outcome::Reply { len, .. } => black_box(len),
+                    _ => panic!("every cold-case query is a cached name"),
+                };
+            })
         })
     });
     criterion.bench_function("cache_hit/lookup_cold_batch4", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for round in 0..iters {
-                prepare(round, &keys, &mut received);
-                let start = Instant::now();
-                for key in &received {
-                    let ttl = resolver
-                        .cache()
-                        .lookup(black_box(key), now, false, |e, _| e.ttl());
-                    assert!(ttl.is_some(), "every cold-case key is cached");
-                }
-                total += start.elapsed();
-            }
-            total
+            timed(iters, &keys, &mut |key| {
+                let ttl = resolver
+                    .cache()
+                    .lookup(black_box(key), now, false, |e, _| e.ttl());
+                assert!(ttl.is_some(), "every cold-case key is cached");
+            })
         })
     });
 }

@@ -40,7 +40,16 @@ pub fn bind_sockets(
         }
         socket.set_read_timeout(Some(RECV_TIMEOUT))?;
         if recv_buffer > 0 {
-            set_recv_buffer(&socket, recv_buffer, i == 0)?;
+            let granted = set_recv_buffer(&socket, recv_buffer)?;
+            // Every socket gets the same: say it once. Linux never grants more than
+            // INT_MAX / 2, whatever rmem_max says.
+            if i == 0 && granted < recv_buffer.min(i32::MAX as usize / 2) {
+                tracing::info!(
+                    asked = recv_buffer,
+                    granted,
+                    "dns.udp_recv_buffer capped by the kernel (net.core.rmem_max)"
+                );
+            }
         }
         socket.bind(&addr.into())?;
         if addr.port() == 0
@@ -54,22 +63,12 @@ pub fn bind_sockets(
 }
 
 /// Ask for a receive buffer of `bytes` (a burst of queries waits there while the worker is
-/// busy; the system default of about 200 KiB holds only a few hundred datagrams). The kernel
-/// caps the size at `net.core.rmem_max`; when it did, say so (`log`: for the first socket
-/// only, the others get the same).
-fn set_recv_buffer(socket: &Socket, bytes: usize, log: bool) -> io::Result<()> {
+/// busy; the system default of about 200 KiB holds only a few hundred datagrams) and return the
+/// size granted: the kernel caps it at `net.core.rmem_max`.
+fn set_recv_buffer(socket: &Socket, bytes: usize) -> io::Result<usize> {
     socket.set_recv_buffer_size(bytes)?;
-    // Linux reports twice the size it granted (the doubling covers its bookkeeping), and
-    // never grants more than INT_MAX / 2 whatever rmem_max says.
-    let granted = socket.recv_buffer_size()? / 2;
-    if log && granted < bytes.min(i32::MAX as usize / 2) {
-        tracing::info!(
-            asked = bytes,
-            granted,
-            "dns.udp_recv_buffer capped by the kernel (net.core.rmem_max)"
-        );
-    }
-    Ok(())
+    // Linux reports twice the size it granted (the doubling covers its bookkeeping).
+    Ok(socket.recv_buffer_size()? / 2)
 }
 
 /// Everything one worker thread needs.
