@@ -15,7 +15,8 @@ use heimdall_wire::{Header, Message, MessageWriter, Query, QueryError, parse_que
 
 use crate::authority::Authority;
 use crate::cache::{
-    Cache, CachePolicy, ClientOpt, ClientQuery, Entry, Freshness, MAX_KEY_LEN, Source, write_key,
+    Cache, CachePolicy, ClientOpt, ClientQuery, Entry, Freshness, MAX_KEY_LEN, Source, key_len,
+    write_key,
 };
 use crate::guard::cookie::{self, QueryCookie, REPLY_LEN, REPLY_OPTION_LEN};
 use crate::guard::{Guard, Verdict, append_cookie, append_cookie_vec};
@@ -32,6 +33,9 @@ const QTYPE_AXFR: u16 = 252;
 const QTYPE_IXFR: u16 = 251;
 /// Extended RCODE BADVERS (16): its upper 8 bits go in the OPT record.
 const BADVERS_EXT: u8 = (rcode::BADVERS >> 4) as u8;
+/// Stack bytes zeroed for the cache key of a name of up to 59 bytes (the common case); longer
+/// names get a [`MAX_KEY_LEN`] buffer.
+const SHORT_KEY_LEN: usize = 64;
 /// Extended RCODE BADCOOKIE (23, RFC 7873): a wrong server cookie.
 pub const BADCOOKIE: u16 = 23;
 
@@ -390,7 +394,16 @@ impl Resolver {
             };
         }
 
-        let mut key = [0u8; MAX_KEY_LEN];
+        // Zero only the stack a key needs: most keys fit one cache line, and this runs while
+        // the CPU caches are cold from the kernel's receive path.
+        let mut short_key = [0u8; SHORT_KEY_LEN];
+        let mut long_key;
+        let key_buf: &mut [u8] = if key_len(&query.question.name) <= SHORT_KEY_LEN {
+            &mut short_key
+        } else {
+            long_key = [0u8; MAX_KEY_LEN];
+            &mut long_key
+        };
         let dnssec_ok = client_opt.is_some_and(|o| o.dnssec_ok);
         let key_len = write_key(
             &query.question.name,
@@ -398,9 +411,9 @@ impl Resolver {
             query.question.qclass,
             dnssec_ok,
             header.cd(),
-            &mut key,
+            key_buf,
         );
-        let key = &key[..key_len];
+        let key = &key_buf[..key_len];
         // The key starts with the lower-cased name (type, class and flags take 5 bytes).
         metrics.offer_name(key.get(..key_len.saturating_sub(5)).unwrap_or(&[]), now);
         let writer = ClientQuery {

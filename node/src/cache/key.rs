@@ -15,17 +15,21 @@ pub const KEY_CHECKING_DISABLED: u8 = 0x02;
 
 /// Write the cache key of a question into `out` and return its length: the uncompressed
 /// lower-cased name in wire form, the type and class (big-endian), then a flags byte (bit 0 =
-/// DO, bit 1 = CD). Returns 0 only if the name does not fit 255 bytes, which a name validated by
-/// [`Name::parse`] never does.
+/// DO, bit 1 = CD). Returns 0 if the key does not fit `out`; a buffer of [`MAX_KEY_LEN`] bytes
+/// holds the key of every name [`Name::parse`] accepts, one of [`key_len`] bytes holds this one's.
 pub fn write_key(
     name: &Name<'_>,
     qtype: u16,
     qclass: u16,
     dnssec_ok: bool,
     cd: bool,
-    out: &mut [u8; MAX_KEY_LEN],
+    out: &mut [u8],
 ) -> usize {
-    let Ok(len) = name.write_lower(&mut out[..MAX_NAME_LEN]) else {
+    let room = out.len().min(MAX_NAME_LEN);
+    let Some(Ok(len)) = out
+        .get_mut(..room)
+        .map(|name_out| name.write_lower(name_out))
+    else {
         return 0;
     };
     let mut flags = 0;
@@ -44,6 +48,11 @@ pub fn write_key(
         }
         None => 0,
     }
+}
+
+/// Length of the key of a question named `name` (what [`write_key`] writes).
+pub fn key_len(name: &Name<'_>) -> usize {
+    name.wire_len() + 5
 }
 
 #[cfg(test)]
@@ -89,5 +98,22 @@ mod tests {
         let (name, _) = Name::parse(&bytes, 0).expect("name");
         let mut key = [0u8; MAX_KEY_LEN];
         assert_eq!(write_key(&name, 1, 1, false, false, &mut key), MAX_KEY_LEN);
+        assert_eq!(key_len(&name), MAX_KEY_LEN);
+    }
+
+    /// A buffer one byte short of the key gets nothing (0), one of `key_len` bytes the key.
+    #[test]
+    fn short_buffer_gets_nothing() {
+        let bytes = wire("www.example.org");
+        let (name, _) = Name::parse(&bytes, 0).expect("name");
+        let need = key_len(&name);
+        let mut full = [0u8; MAX_KEY_LEN];
+        let expected = write_key(&name, 1, 1, false, false, &mut full);
+        assert_eq!(expected, need);
+        let mut short = vec![0u8; need - 1];
+        assert_eq!(write_key(&name, 1, 1, false, false, &mut short), 0);
+        let mut exact = vec![0u8; need];
+        assert_eq!(write_key(&name, 1, 1, false, false, &mut exact), need);
+        assert_eq!(exact[..], full[..need]);
     }
 }

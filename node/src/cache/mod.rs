@@ -35,7 +35,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 pub use entry::{ClientOpt, ClientQuery, Entry, EntryError, EntryKind, Source};
-pub use key::{KEY_CHECKING_DISABLED, KEY_DNSSEC_OK, MAX_KEY_LEN, write_key};
+pub use key::{KEY_CHECKING_DISABLED, KEY_DNSSEC_OK, MAX_KEY_LEN, key_len, write_key};
 pub use policy::{CachePolicy, MAX_SERVFAIL_TTL};
 pub use refresh::Refreshers;
 pub use store::{ENTRY_OVERHEAD, GOSSIP_HITS, HOT_HITS};
