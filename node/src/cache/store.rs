@@ -3,7 +3,9 @@
 //! Keys are byte strings; values are anything [`Weighted`]. The store has two halves:
 //!
 //! - the *read side*, one lock-free map (`papaya`) from key to node (the value behind an `Arc`
-//!   and the value's *ticket*, which names its slot); and
+//!   and the value's *ticket*, which names its slot); the map holds keys of up to
+//!   [`INLINE_KEY_LEN`] bytes inline, so a lookup compares the key in the map's own entry
+//!   instead of loading another cache line; and
 //! - the *write side*: a power of two number of shards chosen by a keyed hash of the key, each
 //!   a `Mutex` around a slab of slots (key, value, list links, eviction state) with two
 //!   intrusive LRU lists, owning an equal share of the byte budget. A slot is charged
@@ -62,9 +64,12 @@ pub const HOT_HITS: u32 = 3;
 pub const GOSSIP_HITS: u32 = 2;
 /// Keys a shard queues for gossip before it drops further ones (until they are taken).
 const HOT_QUEUE_LEN: usize = 64;
-/// Bytes charged per slot on top of key and value: the map's table slot and boxed entry, the
-/// slab slot, and the headers of the shared key and value.
-pub const ENTRY_OVERHEAD: usize = 160;
+/// Bytes charged per slot on top of key and value: the map's table slot and boxed entry (with
+/// its inline copy of the key), the slab slot, and the headers of the shared key and value.
+pub const ENTRY_OVERHEAD: usize = 192;
+/// Longest key the map holds inline (with its length byte, the map's key is 48 bytes and its
+/// entry, key and node, one 64-byte line); longer keys are boxed.
+pub const INLINE_KEY_LEN: usize = 46;
 /// Smallest shard budget worth splitting the store for.
 const MIN_SHARD_BYTES: usize = 128 * 1024;
 /// Most shards a store is split into (tickets have 6 bits for the shard).
@@ -125,15 +130,78 @@ struct Node<V> {
     value: Arc<V>,
 }
 
+/// A key as the map holds it: short keys inline, so that comparing the key reads the map's
+/// entry and nothing else; long ones boxed. Hashes and compares as the key's bytes, so the map
+/// is searched with a plain `&[u8]`.
+enum MapKey {
+    /// A key of up to [`INLINE_KEY_LEN`] bytes: its length and its bytes (zero-padded).
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_LEN],
+    },
+    /// A longer key.
+    Boxed(Box<[u8]>),
+}
+
+// An inline key and its length byte fill 48 bytes; with the node, the map's entry is 64.
+const _: () = assert!(std::mem::size_of::<MapKey>() == 48);
+
+impl MapKey {
+    /// The map's copy of `key`.
+    fn new(key: &[u8]) -> Self {
+        let mut bytes = [0u8; INLINE_KEY_LEN];
+        match (bytes.get_mut(..key.len()), u8::try_from(key.len())) {
+            (Some(prefix), Ok(len)) => {
+                prefix.copy_from_slice(key);
+                MapKey::Inline { len, bytes }
+            }
+            _ => MapKey::Boxed(Box::from(key)),
+        }
+    }
+
+    /// The key's bytes.
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            MapKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(bytes),
+            MapKey::Boxed(key) => key,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for MapKey {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::hash::Hash for MapKey {
+    /// As the key's bytes hash (required by `Borrow<[u8]>`: the map is searched by `&[u8]`).
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for MapKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for MapKey {}
+
 /// The lock-free map of the read side.
-type Map<V> = papaya::HashMap<Arc<[u8]>, Node<V>, RandomState>;
+type Map<V> = papaya::HashMap<MapKey, Node<V>, RandomState>;
 /// The map with an epoch pinned on the calling thread.
-type Pinned<'m, V> =
-    papaya::HashMapRef<'m, Arc<[u8]>, Node<V>, RandomState, papaya::LocalGuard<'m>>;
+type Pinned<'m, V> = papaya::HashMapRef<'m, MapKey, Node<V>, RandomState, papaya::LocalGuard<'m>>;
 
 /// The key and value a slot holds while it is live.
 struct Occupant<V> {
-    /// The key, shared with the map so eviction can remove the map entry.
+    /// The key (the map holds its own copy); eviction removes the map entry by it, and the
+    /// gossip queue shares it.
     key: Arc<[u8]>,
     /// The value, shared with the map's node.
     value: Arc<V>,
@@ -449,12 +517,12 @@ impl<V: Weighted + 'static> Store<V> {
         removed
     }
 
-    /// Every stored key and value at this moment (shared, not copied), for reports and dumps;
+    /// Every stored key (copied) and value (shared) at this moment, for reports and dumps;
     /// takes no lock and applies no hit.
     pub fn entries(&self) -> Vec<(Arc<[u8]>, Arc<V>)> {
         let map = self.map.pin();
         map.iter()
-            .map(|(key, node)| (Arc::clone(key), Arc::clone(&node.value)))
+            .map(|(key, node)| (Arc::from(key.as_bytes()), Arc::clone(&node.value)))
             .collect()
     }
 
@@ -627,11 +695,11 @@ impl<V: Weighted + 'static> ShardInner<V> {
 
     /// Add a new slot at the probation MRU end and publish it in the map.
     fn push(&mut self, map: &Pinned<'_, V>, shard: usize, key: &[u8], value: V, charge: usize) {
-        let key: Arc<[u8]> = Arc::from(key);
+        let map_key = MapKey::new(key);
         let value = Arc::new(value);
         value.set_hits(0);
         let occupant = Occupant {
-            key: Arc::clone(&key),
+            key: Arc::from(key),
             value: Arc::clone(&value),
         };
         let index = if self.free == NIL {
@@ -663,7 +731,7 @@ impl<V: Weighted + 'static> ShardInner<V> {
         self.live += 1;
         self.bytes += charge;
         self.link_head(index, Segment::Probation);
-        map.insert(key, Node { ticket, value });
+        map.insert(map_key, Node { ticket, value });
     }
 
     /// Remove the slot stored under `key`; true if there was one.
@@ -956,6 +1024,42 @@ mod tests {
         store.clear();
         check(&store);
         assert_eq!((store.len(), store.bytes()), (0, 0));
+    }
+
+    /// Keys on both sides of the inline limit (and the longest and shortest) are stored, found,
+    /// told apart from their prefixes, listed whole and removed.
+    #[test]
+    fn inline_and_boxed_keys() {
+        let store = Store::with_shards(1 << 20, 2);
+        let lengths = [
+            1,
+            INLINE_KEY_LEN - 1,
+            INLINE_KEY_LEN,
+            INLINE_KEY_LEN + 1,
+            260,
+        ];
+        let keys: Vec<Vec<u8>> = lengths.iter().map(|&n| vec![b'k'; n]).collect();
+        for (i, key) in keys.iter().enumerate() {
+            assert!(store.insert(key, Val::new(i), alive).stored);
+        }
+        check(&store);
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(
+                store.get(key, |v| (v.size, false)),
+                Some(i),
+                "key of {}",
+                key.len()
+            );
+        }
+        assert_eq!(store.get(&[b'k'; 2], |v| (v.size, false)), None);
+        let mut listed: Vec<usize> = store.entries().iter().map(|(k, _)| k.len()).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, lengths);
+        for key in &keys {
+            assert!(store.remove(key));
+        }
+        check(&store);
+        assert_eq!(store.len(), 0);
     }
 
     /// Hits are applied when flushed; a ticket logged before its slot was reused does not count.
