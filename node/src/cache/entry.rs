@@ -550,6 +550,11 @@ impl Weighted for Entry {
     fn set_hits(&self, hits: u32) {
         self.hits.store(hits, Ordering::Relaxed);
     }
+
+    /// The record bytes: a hit copies them into the answer right after reading the entry.
+    fn prefetch_addr(&self) -> Option<usize> {
+        Some(self.wire.as_ptr() as usize)
+    }
 }
 
 /// The record area of an upstream response rebuilt after its question.
