@@ -405,7 +405,7 @@ impl Resolver {
             &mut long_key
         };
         let dnssec_ok = client_opt.is_some_and(|o| o.dnssec_ok);
-        let key_len = write_key(
+        let written = write_key(
             &query.question.name,
             qtype,
             query.question.qclass,
@@ -413,9 +413,9 @@ impl Resolver {
             header.cd(),
             key_buf,
         );
-        let key = &key_buf[..key_len];
+        let key = &key_buf[..written];
         // The key starts with the lower-cased name (type, class and flags take 5 bytes).
-        metrics.offer_name(key.get(..key_len.saturating_sub(5)).unwrap_or(&[]), now);
+        metrics.offer_name(key.get(..written.saturating_sub(5)).unwrap_or(&[]), now);
         let writer = ClientQuery {
             id: header.id,
             flags: header.flags,
@@ -861,6 +861,53 @@ mod tests {
             "COOKIE option header"
         );
         value
+    }
+
+    /// A query for `name` (wire form, upper case) A, RD set, no OPT record.
+    fn query_for(name: &[u8]) -> Vec<u8> {
+        let mut q = vec![0, 9, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(name);
+        q.extend_from_slice(&[0, 1, 0, 1]);
+        q
+    }
+
+    /// A name of `len` wire bytes made of 63-byte labels of `X` (the last one shorter).
+    fn name_of_len(len: usize) -> Vec<u8> {
+        let mut name = Vec::new();
+        let mut left = len - 1;
+        while left > 0 {
+            let label = (left - 1).min(63);
+            name.push(label as u8);
+            name.extend(std::iter::repeat_n(b'X', label));
+            left -= label + 1;
+        }
+        name.push(0);
+        assert_eq!(name.len(), len);
+        name
+    }
+
+    /// Names whose keys fill the short key buffer exactly, overflow it by one, or are the
+    /// longest there are, all reach the cache under their full lower-cased key.
+    #[test]
+    fn keys_on_both_sides_of_the_short_buffer() {
+        let resolver = resolver(|_| {});
+        let mut out = [0u8; 1232];
+        for len in [
+            SHORT_KEY_LEN - 5 - 1,
+            SHORT_KEY_LEN - 5,
+            SHORT_KEY_LEN - 4,
+            255,
+        ] {
+            let name = name_of_len(len);
+            let q = query_for(&name);
+            let outcome = resolver.process(&q, &mut out, Client::tcp(LOCALHOST), Instant::now());
+            let Outcome::Miss(req) = outcome else {
+                panic!("a {len}-byte name: expected a miss, got {outcome:?}");
+            };
+            let mut expected = name.to_ascii_lowercase();
+            expected.extend_from_slice(&[0, 1, 0, 1, 0]);
+            assert_eq!(&req.key[..], &expected[..], "a {len}-byte name");
+        }
     }
 
     /// A source outside `acl.allow_from` gets REFUSED with the question and OPT, and is counted.

@@ -65,11 +65,14 @@ pub const GOSSIP_HITS: u32 = 2;
 /// Keys a shard queues for gossip before it drops further ones (until they are taken).
 const HOT_QUEUE_LEN: usize = 64;
 /// Bytes charged per slot on top of key and value: the map's table slot and boxed entry (with
-/// its inline copy of the key), the slab slot, and the headers of the shared key and value.
+/// room for an inline copy of the key), the slab slot, and the headers of the shared key and
+/// value. A key longer than [`INLINE_KEY_LEN`] is charged twice (the map boxes its own copy).
 pub const ENTRY_OVERHEAD: usize = 192;
-/// Longest key the map holds inline (with its length byte, the map's key is 48 bytes and its
-/// entry, key and node, one 64-byte line); longer keys are boxed.
-pub const INLINE_KEY_LEN: usize = 46;
+/// Longest key the map holds inline: with its tag and length byte the map's key is 40 bytes,
+/// and with the node (ticket, value, prefetch address) the map's boxed entry is 64 bytes, the
+/// size of a cache line. Longer keys are boxed. A name of up to 33 bytes in wire form (the
+/// key adds 5) stays inline: `www.example.com` is 17, `i123456.bench.test` 20.
+pub const INLINE_KEY_LEN: usize = 38;
 /// Smallest shard budget worth splitting the store for.
 const MIN_SHARD_BYTES: usize = 128 * 1024;
 /// Most shards a store is split into (tickets have 6 bits for the shard).
@@ -167,8 +170,9 @@ enum MapKey {
     Boxed(Box<[u8]>),
 }
 
-// An inline key and its length byte fill 48 bytes; with the node, the map's entry is 64.
-const _: () = assert!(std::mem::size_of::<MapKey>() == 48);
+// An inline key, its length byte and the tag fill 40 bytes; with the node, the map's entry 64.
+const _: () = assert!(std::mem::size_of::<MapKey>() == 40);
+const _: () = assert!(std::mem::size_of::<MapKey>() + std::mem::size_of::<Node<()>>() == 64);
 
 impl MapKey {
     /// The map's copy of `key`.
@@ -459,7 +463,12 @@ impl<V: Weighted + 'static> Store<V> {
         mut dead: impl FnMut(&V) -> bool,
         queue_if_hot: bool,
     ) -> InsertOutcome {
-        let charge = key.len() + value.size_bytes() + ENTRY_OVERHEAD;
+        let boxed_map_key = if key.len() > INLINE_KEY_LEN {
+            key.len()
+        } else {
+            0
+        };
+        let charge = key.len() + boxed_map_key + value.size_bytes() + ENTRY_OVERHEAD;
         let shard_index = self.shard_index(key);
         let mut shard = self.lock_shard(shard_index);
         let map = self.map.pin();
@@ -1094,7 +1103,36 @@ mod tests {
             assert!(store.remove(key));
         }
         check(&store);
-        assert_eq!(store.len(), 0);
+        assert_eq!((store.len(), store.bytes()), (0, 0));
+    }
+
+    /// The inline limit is where the map's key switches to a box, a boxed key is charged twice,
+    /// and keys that differ only in trailing zero bytes (the inline padding) stay apart.
+    #[test]
+    fn inline_limit_charge_and_zero_padding() {
+        assert!(matches!(
+            MapKey::new(&[1; INLINE_KEY_LEN]),
+            MapKey::Inline { .. }
+        ));
+        assert!(matches!(
+            MapKey::new(&[1; INLINE_KEY_LEN + 1]),
+            MapKey::Boxed(_)
+        ));
+        let store = Store::with_shards(1 << 20, 1);
+        let long = [7u8; INLINE_KEY_LEN + 1];
+        store.insert(&long, Val::new(10), alive);
+        assert_eq!(store.bytes(), 2 * long.len() + 10 + ENTRY_OVERHEAD);
+        store.clear();
+        let padded: [&[u8]; 4] = [b"a", b"a\0", b"a\0\0", b"\0a"];
+        for (i, key) in padded.iter().enumerate() {
+            store.insert(key, Val::new(i), alive);
+        }
+        check(&store);
+        for (i, key) in padded.iter().enumerate() {
+            assert_eq!(store.get(key, |v| (v.size, false)), Some(i));
+        }
+        assert_eq!(store.get(b"", |v| (v.size, false)), None);
+        assert_eq!(store.get(b"\0", |v| (v.size, false)), None);
     }
 
     /// Hits are applied when flushed; a ticket logged before its slot was reused does not count.
