@@ -810,6 +810,7 @@ pub fn write_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testutil;
     use crate::cluster::settings::ClusterSettings;
     use crate::config::Config;
     use crate::guard::GuardPolicy;
@@ -863,27 +864,23 @@ mod tests {
         value
     }
 
-    /// A query for `name` (wire form, upper case) A, RD set, no OPT record.
-    fn query_for(name: &[u8]) -> Vec<u8> {
+    /// A query for `qname` A, RD set, no OPT record.
+    fn query_for(qname: &str) -> Vec<u8> {
         let mut q = vec![0, 9, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        q.extend_from_slice(name);
-        q.extend_from_slice(&[0, 1, 0, 1]);
+        q.extend(testutil::question(qname, 1));
         q
     }
 
-    /// A name of `len` wire bytes made of 63-byte labels of `X` (the last one shorter).
-    fn name_of_len(len: usize) -> Vec<u8> {
-        let mut name = Vec::new();
+    /// An upper-case name of `len` bytes in wire form: 63-byte labels, the last one shorter.
+    fn name_of_len(len: usize) -> String {
+        let mut labels = Vec::new();
         let mut left = len - 1;
         while left > 0 {
             let label = (left - 1).min(63);
-            name.push(label as u8);
-            name.extend(std::iter::repeat_n(b'X', label));
+            labels.push("X".repeat(label));
             left -= label + 1;
         }
-        name.push(0);
-        assert_eq!(name.len(), len);
-        name
+        labels.join(".")
     }
 
     /// Names whose keys fill the short key buffer exactly, overflow it by one, or are the
@@ -898,8 +895,9 @@ mod tests {
             SHORT_KEY_LEN - 4,
             255,
         ] {
-            let name = name_of_len(len);
-            let q = query_for(&name);
+            let name = testutil::wire_name(&name_of_len(len));
+            assert_eq!(name.len(), len);
+            let q = query_for(&name_of_len(len));
             let outcome = resolver.process(&q, &mut out, Client::tcp(LOCALHOST), Instant::now());
             let Outcome::Miss(req) = outcome else {
                 panic!("a {len}-byte name: expected a miss, got {outcome:?}");

@@ -2,8 +2,10 @@
 
 use heimdall_wire::{MAX_NAME_LEN, Name};
 
-/// Longest key: a 255-byte name, type, class and the flags byte.
-pub const MAX_KEY_LEN: usize = MAX_NAME_LEN + 5;
+/// Bytes a key adds after the name: type, class and the flags byte.
+const SUFFIX_LEN: usize = 5;
+/// Longest key: a 255-byte name and the suffix.
+pub const MAX_KEY_LEN: usize = MAX_NAME_LEN + SUFFIX_LEN;
 
 // Gossip carries cache keys, so its bound on key length must be the cache's.
 const _: () = assert!(MAX_KEY_LEN == heimdall_gossip_wire::MAX_KEY_LEN);
@@ -41,10 +43,10 @@ pub fn write_key(
     }
     let [t0, t1] = qtype.to_be_bytes();
     let [c0, c1] = qclass.to_be_bytes();
-    match out.get_mut(len..len + 5) {
+    match out.get_mut(len..len + SUFFIX_LEN) {
         Some(suffix) => {
             suffix.copy_from_slice(&[t0, t1, c0, c1, flags]);
-            len + 5
+            len + SUFFIX_LEN
         }
         None => 0,
     }
@@ -52,7 +54,7 @@ pub fn write_key(
 
 /// Length of the key of a question named `name` (what [`write_key`] writes).
 pub fn key_len(name: &Name<'_>) -> usize {
-    name.wire_len() + 5
+    name.wire_len() + SUFFIX_LEN
 }
 
 #[cfg(test)]
