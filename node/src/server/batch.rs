@@ -29,6 +29,9 @@ pub struct RecvBatch {
     hdrs: Box<[libc::mmsghdr]>,
     /// How many slots the last receive filled.
     filled: usize,
+    /// How many headers (from the first) the kernel may have written since they were last
+    /// reset: only those are reset before the next receive.
+    dirty: usize,
 }
 
 // SAFETY: the raw pointers inside `iovecs`/`hdrs` point only into this struct's own boxed
@@ -78,13 +81,16 @@ impl RecvBatch {
             iovecs,
             hdrs,
             filled: 0,
+            dirty: 0,
         }
     }
 
     /// Receive up to BATCH datagrams, blocking until the first one arrives (or the socket's
     /// receive timeout passes: `WouldBlock`). Returns how many arrived.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        for h in self.hdrs.iter_mut() {
+        // The kernel writes only the headers of the datagrams it returns: at a low rate that is
+        // one or two of the BATCH, so resetting all of them would be most of this loop's work.
+        for h in self.hdrs.iter_mut().take(self.dirty) {
             h.msg_hdr.msg_namelen = STORAGE_LEN;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
@@ -103,9 +109,12 @@ impl RecvBatch {
         };
         if n < 0 {
             self.filled = 0;
+            // Nothing was received, but reset every header before the next call all the same.
+            self.dirty = BATCH;
             return Err(io::Error::last_os_error());
         }
         self.filled = n as usize;
+        self.dirty = self.filled;
         Ok(self.filled)
     }
 
@@ -316,6 +325,64 @@ pub fn to_socket_addr(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    /// Receive until `want` datagrams have arrived in one call (the sender's datagrams are
+    /// already queued on loopback, so the first call normally returns them all).
+    fn recv_exactly(batch: &mut RecvBatch, socket: &UdpSocket, want: usize) {
+        let n = batch.recv(socket.as_raw_fd()).expect("recvmmsg");
+        assert_eq!(n, want, "datagrams in one receive");
+    }
+
+    /// Each receive's datagrams are its own whatever the sizes of the batches before it:
+    /// lengths, sources and truncation are per call, and slots past the last receive are
+    /// empty. (Linux rewrites the length, flags and address length of every header it fills,
+    /// so resetting only the headers the last call filled is a precaution, not a necessity.)
+    #[test]
+    fn headers_are_reset_between_receives() {
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let to = server.local_addr().expect("addr");
+        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut batch = RecvBatch::new();
+
+        for len in [10, BUF_LEN + 1, 30] {
+            a.send_to(&vec![7u8; len], to).expect("send");
+        }
+        recv_exactly(&mut batch, &server, 3);
+        assert_eq!(batch.get(0).map(|(p, _, _)| p.len()), Some(10));
+        assert!(batch.get(1).is_none(), "the oversized datagram is dropped");
+        assert_eq!(batch.get(2).map(|(p, _, _)| p.len()), Some(30));
+
+        // One datagram in slot 0, then three again: slot 1 held the truncated one before.
+        b.send_to(&[1u8; 5], to).expect("send");
+        recv_exactly(&mut batch, &server, 1);
+        let (packet, addr, addr_len) = batch.get(0).expect("one datagram");
+        assert_eq!(packet, [1u8; 5]);
+        assert_eq!(
+            to_socket_addr(addr, addr_len),
+            Some(b.local_addr().expect("addr"))
+        );
+        assert!(batch.get(1).is_none(), "only the last receive's datagrams");
+
+        for len in [1, 2, 3] {
+            a.send_to(&vec![9u8; len], to).expect("send");
+        }
+        recv_exactly(&mut batch, &server, 3);
+        for (i, len) in [1, 2, 3].into_iter().enumerate() {
+            let (packet, addr, addr_len) = batch.get(i).expect("a datagram");
+            assert_eq!(packet, vec![9u8; len], "slot {i}");
+            assert_eq!(
+                to_socket_addr(addr, addr_len),
+                Some(a.local_addr().expect("addr"))
+            );
+        }
+    }
 
     /// `to_sockaddr` and `to_socket_addr` are inverses for IPv4 and IPv6 addresses.
     #[test]
