@@ -329,8 +329,8 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
-    /// Receive until `want` datagrams have arrived in one call (the sender's datagrams are
-    /// already queued on loopback, so the first call normally returns them all).
+    /// Receive once and check that `want` datagrams came in (the sender's datagrams are already
+    /// queued on loopback when it returns, so one call takes them all).
     fn recv_exactly(batch: &mut RecvBatch, socket: &UdpSocket, want: usize) {
         let n = batch.recv(socket.as_raw_fd()).expect("recvmmsg");
         assert_eq!(n, want, "datagrams in one receive");
@@ -341,7 +341,7 @@ mod tests {
     /// empty. (Linux rewrites the length, flags and address length of every header it fills,
     /// so resetting only the headers the last call filled is a precaution, not a necessity.)
     #[test]
-    fn headers_are_reset_between_receives() {
+    fn each_receive_sees_only_its_own_datagrams() {
         let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
         server
             .set_read_timeout(Some(Duration::from_secs(5)))
