@@ -27,11 +27,9 @@ pub struct RecvBatch {
     iovecs: Box<[libc::iovec]>,
     /// The headers recvmmsg fills in.
     hdrs: Box<[libc::mmsghdr]>,
-    /// How many slots the last receive filled.
+    /// How many slots the last receive filled: the only headers the kernel wrote since they
+    /// were last reset.
     filled: usize,
-    /// How many headers (from the first) the kernel may have written since they were last
-    /// reset: only those are reset before the next receive.
-    dirty: usize,
 }
 
 // SAFETY: the raw pointers inside `iovecs`/`hdrs` point only into this struct's own boxed
@@ -81,16 +79,16 @@ impl RecvBatch {
             iovecs,
             hdrs,
             filled: 0,
-            dirty: 0,
         }
     }
 
     /// Receive up to BATCH datagrams, blocking until the first one arrives (or the socket's
     /// receive timeout passes: `WouldBlock`). Returns how many arrived.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        // The kernel writes only the headers of the datagrams it returns: at a low rate that is
-        // one or two of the BATCH, so resetting all of them would be most of this loop's work.
-        for h in self.hdrs.iter_mut().take(self.dirty) {
+        // The kernel writes only the headers of the datagrams it returns (none when the call
+        // fails): at a low rate that is one or two of the BATCH, so resetting all of them would
+        // be most of this loop's work.
+        for h in self.hdrs.iter_mut().take(self.filled) {
             h.msg_hdr.msg_namelen = STORAGE_LEN;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
@@ -109,12 +107,9 @@ impl RecvBatch {
         };
         if n < 0 {
             self.filled = 0;
-            // Nothing was received, but reset every header before the next call all the same.
-            self.dirty = BATCH;
             return Err(io::Error::last_os_error());
         }
         self.filled = n as usize;
-        self.dirty = self.filled;
         Ok(self.filled)
     }
 
