@@ -422,13 +422,15 @@ impl Resolver {
             question,
             opt: client_opt,
         };
-        let hit = self.cache.lookup(key, now, false, |entry, freshness| {
-            let len = entry.write_response(out, &writer, now, false, max_len);
-            (
-                len,
-                matches!(freshness, Freshness::Fresh { prefetch: true }),
-            )
-        });
+        let hit = self
+            .cache
+            .lookup_aged(key, now, false, |entry, freshness, age| {
+                let len = entry.write_response_aged(out, &writer, age, false, max_len);
+                (
+                    len,
+                    matches!(freshness, Freshness::Fresh { prefetch: true }),
+                )
+            });
         let guarded = Guarded {
             cookie: cookies.reply,
             capped,

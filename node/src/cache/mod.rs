@@ -30,7 +30,7 @@ pub(crate) mod testutil;
 use crate::stats::Counter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -229,6 +229,21 @@ impl Cache {
         allow_stale: bool,
         f: impl FnOnce(&Entry, Freshness) -> R,
     ) -> Option<R> {
+        self.lookup_aged(key, now, allow_stale, |entry, freshness, _| {
+            f(entry, freshness)
+        })
+    }
+
+    /// [`Cache::lookup`], passing `f` the entry's age at `now` as well (see [`Entry::age`]),
+    /// so a caller writing the answer need not subtract the instants again
+    /// ([`Entry::write_response_aged`]).
+    pub fn lookup_aged<R>(
+        &self,
+        key: &[u8],
+        now: Instant,
+        allow_stale: bool,
+        f: impl FnOnce(&Entry, Freshness, Duration) -> R,
+    ) -> Option<R> {
         let knobs = self.knobs.load(Ordering::Relaxed);
         let stale_window = knobs as u32;
         let prefetch_on = knobs >> 32 != 0;
@@ -237,9 +252,14 @@ impl Cache {
             match entry.lifetime_at(age, stale_window) {
                 Lifetime::Fresh => {
                     let prefetch = prefetch_on && entry.claim_prefetch(age);
-                    (Probe::Fresh(f(entry, Freshness::Fresh { prefetch })), true)
+                    (
+                        Probe::Fresh(f(entry, Freshness::Fresh { prefetch }, age)),
+                        true,
+                    )
                 }
-                Lifetime::Stale if allow_stale => (Probe::Stale(f(entry, Freshness::Stale)), true),
+                Lifetime::Stale if allow_stale => {
+                    (Probe::Stale(f(entry, Freshness::Stale, age)), true)
+                }
                 Lifetime::Stale => (Probe::Expired, false),
                 Lifetime::Dead => (Probe::Dead, false),
             }

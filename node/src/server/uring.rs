@@ -506,7 +506,7 @@ impl<'w> UringLoop<'w> {
     fn serve(&mut self) -> io::Result<()> {
         let timeout = Timespec::from(WAIT_TIMEOUT);
         let args = SubmitArgs::new().timespec(&timeout);
-        let mut hits_flushed = Instant::now();
+        let mut flush_due = Instant::now() + super::HIT_FLUSH_EVERY;
         while !self.worker.stop.load(Ordering::Relaxed) {
             if !self.armed {
                 push(&mut self.ring, &self.recv.arm(self.fd))?;
@@ -520,13 +520,11 @@ impl<'w> UringLoop<'w> {
             };
             self.reap();
             let now = Instant::now();
-            if (waited_out && self.pending.is_empty())
-                || now.saturating_duration_since(hits_flushed) >= super::HIT_FLUSH_EVERY
-            {
+            if (waited_out && self.pending.is_empty()) || now >= flush_due {
                 // Idle (the wait timed out), or busy for a while: hand this thread's buffered
                 // cache hits to the SLRU.
                 self.worker.resolver.cache().flush_hits();
-                hits_flushed = now;
+                flush_due = now + super::HIT_FLUSH_EVERY;
             }
             let mut answered = 0u64;
             while let Some(cqe) = self.pending.pop_front() {
