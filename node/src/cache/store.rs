@@ -159,7 +159,7 @@ struct Node<V> {
 
 /// A key as the map holds it: short keys inline, so that comparing the key reads the map's
 /// entry and nothing else; long ones boxed. Hashes and compares as the key's bytes, so the map
-/// is searched with a plain `&[u8]`.
+/// is searched with a [`KeyRef`] of them.
 enum MapKey {
     /// A key of up to [`INLINE_KEY_LEN`] bytes: its length and its bytes (zero-padded).
     Inline {
@@ -197,18 +197,31 @@ impl MapKey {
     }
 }
 
-impl std::borrow::Borrow<[u8]> for MapKey {
+/// A key as the map is searched for it: hashes and compares as the [`MapKey`] holding the same
+/// bytes. Both hash the bytes in one write, without the length prefix a `[u8]` hash adds (the
+/// hasher's finish mixes in the length anyway): one call into SipHash per lookup instead of
+/// two.
+struct KeyRef<'a>(&'a [u8]);
+
+impl std::hash::Hash for KeyRef<'_> {
     #[inline]
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+    }
+}
+
+impl papaya::Equivalent<MapKey> for KeyRef<'_> {
+    #[inline]
+    fn equivalent(&self, key: &MapKey) -> bool {
+        self.0 == key.as_bytes()
     }
 }
 
 impl std::hash::Hash for MapKey {
-    /// As the key's bytes hash (required by `Borrow<[u8]>`: the map is searched by `&[u8]`).
+    /// As [`KeyRef`] of the same bytes hashes: the map is searched by `KeyRef`.
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
+        state.write(self.as_bytes());
     }
 }
 
@@ -309,6 +322,8 @@ struct Inbox {
     tickets: Box<[u64]>,
     /// How many are filled.
     len: usize,
+    /// As much room again, where applying groups the tickets by shard.
+    grouped: Box<[u64]>,
 }
 
 /// The sharded store.
@@ -405,6 +420,7 @@ impl<V: Weighted + 'static> Store<V> {
             hasher: RandomState::new(),
             inbox: Mutex::new(Inbox {
                 tickets: vec![0; INBOX_LEN].into_boxed_slice(),
+                grouped: vec![0; INBOX_LEN].into_boxed_slice(),
                 len: 0,
             }),
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
@@ -420,7 +436,7 @@ impl<V: Weighted + 'static> Store<V> {
     #[inline]
     pub fn get<R>(&self, key: &[u8], f: impl FnOnce(&V) -> (R, bool)) -> Option<R> {
         let guard = self.map.guard();
-        let node = self.map.get(key, &guard)?;
+        let node = self.map.get(&KeyRef(key), &guard)?;
         if node.prefetch != 0 {
             prefetch(node.prefetch);
         }
@@ -474,7 +490,7 @@ impl<V: Weighted + 'static> Store<V> {
         let map = self.map.pin();
         let (bytes_before, live_before) = (shard.bytes, shard.live);
         let replaced_hits = map
-            .get(key)
+            .get(&KeyRef(key))
             .and_then(|node| shard.slots.get(node.ticket as u32 as usize))
             .map_or(0, |slot| slot.hits);
         let mut outcome = InsertOutcome {
@@ -513,7 +529,7 @@ impl<V: Weighted + 'static> Store<V> {
             return false;
         };
         let map = self.map.pin();
-        let Some(node) = map.get(key) else {
+        let Some(node) = map.get(&KeyRef(key)) else {
             return false;
         };
         if !pred(&node.value) {
@@ -630,21 +646,41 @@ impl<V: Weighted + 'static> Store<V> {
         }
     }
 
-    /// Apply and empty the inbox: sort the tickets so each shard's are together, then apply
-    /// them shard by shard (a shard whose lock is busy, without `wait`, loses its tickets).
+    /// Apply and empty the inbox: group the tickets by shard, then apply them shard by shard
+    /// (a shard whose lock is busy, without `wait`, loses its tickets). The grouping is a
+    /// counting sort into the inbox's second buffer, one pass to count and one to place: a
+    /// tenth of the instructions of sorting the tickets, which this once did.
     fn apply(&self, inbox: &mut Inbox, wait: bool) {
         let len = std::mem::take(&mut inbox.len);
-        let Some(pending) = inbox.tickets.get_mut(..len) else {
+        let (Some(pending), Some(grouped)) =
+            (inbox.tickets.get(..len), inbox.grouped.get_mut(..len))
+        else {
             return;
         };
-        pending.sort_unstable();
-        for run in pending.chunk_by(|a, b| ticket_shard(*a) == ticket_shard(*b)) {
-            let Some(&first) = run.first() else {
+        // A ticket's shard has 6 bits (< MAX_SHARDS); the mask only keeps the indexes in range.
+        let shard_of = |ticket: u64| ticket_shard(ticket) & (MAX_SHARDS - 1);
+        // ends[s]: one past the last place of shard s's tickets in `grouped`.
+        let mut ends = [0usize; MAX_SHARDS];
+        for &ticket in pending {
+            ends[shard_of(ticket)] += 1;
+        }
+        for s in 1..MAX_SHARDS {
+            ends[s] += ends[s - 1];
+        }
+        // Fill each shard's range from its end down (the counts become the starts).
+        let mut starts = ends;
+        for &ticket in pending.iter().rev() {
+            let at = &mut starts[shard_of(ticket)];
+            *at -= 1;
+            grouped[*at] = ticket;
+        }
+        for (shard_index, (&start, &end)) in starts.iter().zip(&ends).enumerate() {
+            let Some(run) = grouped.get(start..end).filter(|run| !run.is_empty()) else {
                 continue;
             };
             let shard = self
                 .shards
-                .get(ticket_shard(first))
+                .get(shard_index)
                 .and_then(|shard| lock(&shard.0, wait));
             match shard {
                 Some(mut shard) => shard.apply_hits(run),
@@ -693,8 +729,8 @@ impl<V: Weighted + 'static> ShardInner<V> {
         }
     }
 
-    /// Add `hits` tickets (sorted, all of this shard) to the slots they name, skipping slots
-    /// freed since the ticket was logged.
+    /// Add `tickets` (all of this shard, in any order; a run of equal ones is applied at once)
+    /// to the slots they name, skipping slots freed since the ticket was logged.
     fn apply_hits(&mut self, tickets: &[u64]) {
         for same in tickets.chunk_by(|a, b| a == b) {
             let Some(&ticket) = same.first() else {
@@ -780,7 +816,7 @@ impl<V: Weighted + 'static> ShardInner<V> {
 
     /// Remove the slot stored under `key`; true if there was one.
     fn remove_key(&mut self, map: &Pinned<'_, V>, key: &[u8]) -> bool {
-        let Some(node) = map.get(key) else {
+        let Some(node) = map.get(&KeyRef(key)) else {
             return false;
         };
         self.remove_index(map, node.ticket as u32);
@@ -800,7 +836,7 @@ impl<V: Weighted + 'static> ShardInner<V> {
         self.live -= 1;
         self.bytes -= charge;
         if let Some(occupant) = occupant {
-            map.remove(&occupant.key[..]);
+            map.remove(&KeyRef(&occupant.key));
         }
     }
 
@@ -974,7 +1010,9 @@ mod tests {
                     continue;
                 };
                 live += 1;
-                let node = map.get(&occupant.key[..]).expect("live slot is in the map");
+                let node = map
+                    .get(&KeyRef(&occupant.key))
+                    .expect("live slot is in the map");
                 assert_eq!(
                     node.ticket,
                     ticket(shard_index, slot.generation, index as u32)
@@ -1023,7 +1061,7 @@ mod tests {
     fn segment_of(store: &Store<Val>, key: &[u8]) -> Option<Segment> {
         let shard = store.lock_shard(store.shard_index(key));
         let map = store.map.pin();
-        let node = map.get(key)?;
+        let node = map.get(&KeyRef(key))?;
         Some(shard.slots[node.ticket as u32 as usize].segment)
     }
 
@@ -1171,6 +1209,34 @@ mod tests {
         }
         assert_eq!(hits_of(&store, b"k"), Some(INBOX_LEN as u32));
         assert_eq!(store.hits_dropped(), 0);
+    }
+
+    /// Tickets of many shards, interleaved and repeated, each reach their own slot: the
+    /// grouping by shard loses, duplicates and misplaces none.
+    #[test]
+    fn interleaved_hits_of_many_shards_all_apply() {
+        let store = Store::with_shards(64 << 20, MAX_SHARDS);
+        let keys: Vec<[u8; 4]> = (0u32..200).map(u32::to_be_bytes).collect();
+        for key in &keys {
+            store.insert(key, Val::new(10), alive);
+        }
+        let shards: std::collections::HashSet<usize> =
+            keys.iter().map(|k| store.shard_index(k)).collect();
+        assert!(shards.len() > 32, "keys spread over {} shards", shards.len());
+        // Key i is read i % 7 times, in rounds, so a shard's tickets arrive far apart.
+        for round in 0..7 {
+            for (i, key) in keys.iter().enumerate() {
+                if round < i % 7 {
+                    assert!(read(&store, key));
+                }
+            }
+        }
+        store.flush_hits();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(hits_of(&store, key), Some((i % 7) as u32), "key {i}");
+        }
+        assert_eq!(store.hits_dropped(), 0);
+        check(&store);
     }
 
     /// A busy inbox or shard makes a hand-off drop its tickets (counted) instead of waiting.
