@@ -1222,7 +1222,11 @@ mod tests {
         }
         let shards: std::collections::HashSet<usize> =
             keys.iter().map(|k| store.shard_index(k)).collect();
-        assert!(shards.len() > 32, "keys spread over {} shards", shards.len());
+        assert!(
+            shards.len() > 32,
+            "keys spread over {} shards",
+            shards.len()
+        );
         // Key i is read i % 7 times, in rounds, so a shard's tickets arrive far apart.
         for round in 0..7 {
             for (i, key) in keys.iter().enumerate() {
