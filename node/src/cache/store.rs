@@ -21,8 +21,9 @@
 //! hit log (module `hits`). A full log (64 tickets) is handed to the store: `try_lock` on
 //! the store's inbox, the tickets are copied in (if the inbox is busy they are dropped and
 //! counted in [`Store::hits_dropped`]), and when the inbox holds 1024 tickets the thread that
-//! filled it applies them: sorted by shard, then per shard under `try_lock` (a busy shard's
-//! tickets are dropped and counted too) each live slot's hit count grows by its tickets.
+//! filled it applies them: grouped by shard (a counting sort), then per shard under
+//! `try_lock` (a busy shard's tickets are dropped and counted too) each live slot's hit count
+//! grows by its tickets.
 //! Tickets carry the slot's generation, so a hit on a slot freed and reused since is ignored.
 //! [`Store::flush_hits`] delivers the calling thread's log and applies the inbox at once,
 //! waiting for the locks: a worker calls it when it goes idle. Hit counts therefore lag the
@@ -648,8 +649,9 @@ impl<V: Weighted + 'static> Store<V> {
 
     /// Apply and empty the inbox: group the tickets by shard, then apply them shard by shard
     /// (a shard whose lock is busy, without `wait`, loses its tickets). The grouping is a
-    /// counting sort into the inbox's second buffer, one pass to count and one to place: a
-    /// tenth of the instructions of sorting the tickets, which this once did.
+    /// counting sort into the inbox's second buffer, one pass to count and one to place:
+    /// cheaper than sorting the tickets, which this once did (callgrind, the whole flush per
+    /// cache hit: 144 instructions with the sort, 86 with the counting sort).
     fn apply(&self, inbox: &mut Inbox, wait: bool) {
         let len = std::mem::take(&mut inbox.len);
         let (Some(pending), Some(grouped)) =
