@@ -97,39 +97,6 @@ OUT=${RESULTS:-$PERF_DIR/results/$STAMP}
 ROUND=0
 
 # ------------------------------------------------------------ test data --
-gen_data() { # zone + hit / nxdomain / miss query files (kept in $WORK between runs)
-  [ -f "$DATA/.done-v1" ] && return 0
-  log "generating the zone ($ZONE_N names) and query files in $DATA"
-  mkdir -p "$DATA"
-  awk -v N="$ZONE_N" -v Z="$ZONE" 'BEGIN {
-    print "$ORIGIN " Z "."; print "$TTL 86400"
-    print "@ IN SOA ns." Z ". hostmaster." Z ". 1 3600 600 604800 3600"
-    print "@ IN NS ns." Z "."; print "ns IN A 127.0.0.1"
-    for (i = 0; i < N; i++) printf "i%d IN A 198.%d.%d.%d\n", i, 18 + int(i / 65536) % 2, int(i / 256) % 256, i % 256
-    for (i = 0; i < N / 10; i++) printf "i%d IN AAAA 2001:db8::%x:%x\n", i, int(i / 65536), i % 65536
-    for (i = 0; i < N / 100; i++) printf "c%d IN CNAME i%d\n", i, (i * 7919) % N
-    for (i = 0; i < N / 1000; i++) printf "t%d IN TXT \"bench-%d lorem ipsum dolor sit amet\"\n", i, i
-  }' >"$DATA/$ZONE.zone"
-  # hits: 10k distinct questions, 80% A, 10% AAAA, 5% A via CNAME, 3% TXT, 2% NXDOMAIN
-  awk -v N="$ZONE_N" -v Z="$ZONE" 'BEGIN {
-    for (j = 0; j < 10000; j++) { m = j % 100
-      if (m < 80)      printf "i%d.%s A\n", (k[0]++ * 97) % N, Z
-      else if (m < 90) printf "i%d.%s AAAA\n", (k[1]++ * 13) % int(N / 10), Z
-      else if (m < 95) printf "c%d.%s A\n", k[2]++ % int(N / 100), Z
-      else if (m < 98) printf "t%d.%s TXT\n", k[3]++ % int(N / 1000), Z
-      else             printf "nx%d.%s A\n", k[4]++, Z }
-  }' | shuf --random-source=<(yes) >"$DATA/hit.txt"
-  awk -v Z="$ZONE" 'BEGIN { for (j = 0; j < 10000; j++) printf "nxd%d.%s A\n", j, Z }' >"$DATA/nxdomain.txt"
-  # misses: every question distinct (~1.13M lines), same mix
-  awk -v N="$ZONE_N" -v Z="$ZONE" 'BEGIN {
-    for (i = 0; i < N; i++) printf "i%d.%s A\n", i, Z
-    for (i = 0; i < N / 10; i++) printf "i%d.%s AAAA\n", i, Z
-    for (i = 0; i < N / 100; i++) printf "c%d.%s A\n", i, Z
-    for (i = 0; i < N / 1000; i++) printf "t%d.%s TXT\n", i, Z
-    for (i = 0; i < N / 50; i++) printf "nx%d.miss.%s A\n", i, Z
-  }' | shuf --random-source=<(yes) >"$DATA/miss.txt"
-  touch "$DATA/.done-v1"
-}
 
 gen_zipf() { # the Zipf stream over the miss file's names (its order = popularity rank)
   ZIPF_PREFIX="$DATA/zipf-s$ZIPF_S-$ZIPF_WARM-$ZIPF_QUERIES"
