@@ -56,12 +56,12 @@ count() {
   tag=$(basename "$(dirname "$bin")")-$(basename "$bin")
   dump="$OUT/callgrind.$tag.out"
   rm -f "$dump" "$dump".*
-  # start_heimdall runs its binary argument: a wrapper puts it under callgrind.
+  # start_heimdall runs the binary it is given: a wrapper puts heimdall under callgrind.
   local wrapper="$RUN/under-callgrind-$tag"
   printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s --compress-strings=no --compress-pos=no %s "$@"\n' \
     "$dump" "$bin" >"$wrapper"
   chmod +x "$wrapper"
-  start_bg_heimdall "$wrapper"
+  start_heimdall heimdall "$wrapper"
   pid=$(srv_pid heimdall)
   wait_dns "$(srv_port heimdall)" 300 "$pid" || { tail -5 "$OUT/logs/heimdall.log" >&2; die "heimdall under callgrind did not answer"; }
   queries "$RUN/hit.txt" "$WARM_PASSES" "$WARM_QPS" >/dev/null
@@ -106,11 +106,6 @@ print(f"{'instr/hit':>10} {'share':>6}  function (self cost; {answered} hits)")
 for name, cost in self_cost.most_common(n):
     print(f"{cost / max(answered, 1):10.1f} {100 * cost / total:5.1f}%  {name[:150]}")
 PY
-}
-
-# start_heimdall with another binary in place of HEIMDALL_BIN.
-start_bg_heimdall() {
-  HEIMDALL_BIN=$1 start_heimdall
 }
 
 main() {

@@ -37,8 +37,8 @@ install_missing() { # apt-get install whatever is missing; no packaged daemon is
   return 0
 }
 
-# The zone and the hit / nxdomain / miss query files, in $DATA (ZONE, ZONE_N).
-gen_data() { # zone + hit / nxdomain / miss query files (kept in $WORK between runs)
+# The zone and the hit / nxdomain / miss query files, in $DATA (ZONE, ZONE_N; kept between runs).
+gen_data() {
   [ -f "$DATA/.done-v1" ] && return 0
   log "generating the zone ($ZONE_N names) and query files in $DATA"
   mkdir -p "$DATA"
