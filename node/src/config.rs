@@ -12,7 +12,8 @@ use std::sync::Arc;
 pub use heimdall_config::{
     AdminConfig, CacheConfig, Cli, ClusterConfig, ConfigError, DNS_PORT, DnsConfig, ENV_PREFIX,
     IoBackend, LogConfig, LogFormat, MIN_SECRET_LEN, NodeConfig, RESOLV_CONF, Secret,
-    UpstreamConfig, env_var_name, parse_host_port, parse_listen, parse_resolv_conf, parse_upstream,
+    UpstreamConfig, WorkerScheduling, env_var_name, parse_host_port, parse_listen,
+    parse_resolv_conf, parse_upstream,
 };
 
 use crate::authority::Zone;

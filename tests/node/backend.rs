@@ -1,6 +1,7 @@
 //! The UDP I/O backends: the node says which one runs (`--io-backend uring` or `epoll`), both
 //! answer misses, hits and bursts, and with io_uring blocked by a real seccomp filter (what
-//! Docker's default profile does) the node logs the fallback and serves on epoll.
+//! Docker's default profile does) the node logs the fallback and serves on epoll. The
+//! workers run the scheduling policy `dns.worker_scheduling` asks for.
 
 use std::collections::HashSet;
 use std::net::UdpSocket;
@@ -173,4 +174,71 @@ fn explicit_uring_falls_back_under_seccomp() -> Result<()> {
         "uring",
         "WARN heimdall_node::server: dns.io_backend is uring but io_uring is unavailable (io_uring_setup: ",
     )
+}
+
+/// `SCHED_OTHER` and `SCHED_BATCH` as /proc/PID/task/TID/stat reports them (field 41).
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+/// The scheduling policy of every thread of `pid`, by thread name.
+fn thread_policies(pid: u32) -> Result<Vec<(String, u32)>> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+        // "TID (COMM) STATE ...": the name may hold spaces and parentheses, so split at the
+        // last ')'; after it, field 3 (state) comes first and field 41 (policy) 38 later.
+        let (head, rest) = stat.rsplit_once(')').context("no ')' in stat")?;
+        let name = head.split_once('(').map_or("", |(_, n)| n).to_owned();
+        let policy = rest
+            .split_whitespace()
+            .nth(38)
+            .context("stat has no policy field")?
+            .parse()?;
+        threads.push((name, policy));
+    }
+    Ok(threads)
+}
+
+/// Check that every UDP worker thread runs `worker_policy`, every other thread SCHED_OTHER,
+/// and that the node answers.
+fn check_policies(opts: NodeOpts, worker_policy: u32) -> Result<()> {
+    let setup = Setup::with(zone(), opts)?;
+    setup.run(|s| {
+        miss_then_hit(s)?;
+        let threads = thread_policies(s.node.pid())?;
+        println!("threads and policies: {threads:?}");
+        let workers = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with("heimdall-udp"))
+            .count();
+        ensure!(workers >= 1, "no heimdall-udp thread in {threads:?}");
+        for (name, policy) in &threads {
+            let want = if name.starts_with("heimdall-udp") {
+                worker_policy
+            } else {
+                SCHED_OTHER
+            };
+            ensure!(
+                *policy == want,
+                "thread {name} has policy {policy}, want {want}"
+            );
+        }
+        Ok(())
+    })
+}
+
+/// By default the UDP workers run SCHED_BATCH and the rest of the node SCHED_OTHER.
+#[test]
+fn workers_run_sched_batch_by_default() -> Result<()> {
+    check_policies(NodeOpts::default(), SCHED_BATCH)
+}
+
+/// `--worker-scheduling normal` leaves the workers on SCHED_OTHER.
+#[test]
+fn worker_scheduling_normal_keeps_sched_other() -> Result<()> {
+    let opts = NodeOpts {
+        extra_args: vec!["--worker-scheduling".into(), "normal".into()],
+        ..NodeOpts::default()
+    };
+    check_policies(opts, SCHED_OTHER)
 }

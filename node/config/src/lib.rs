@@ -69,6 +69,9 @@ pub struct Cli {
     /// UDP I/O backend: epoll (default), auto or uring (dns.io_backend).
     #[arg(long, value_name = "BACKEND", value_enum)]
     pub io_backend: Option<IoBackend>,
+    /// Scheduling policy of the UDP workers: batch (default) or normal (dns.worker_scheduling).
+    #[arg(long, value_name = "POLICY", value_enum)]
+    pub worker_scheduling: Option<WorkerScheduling>,
     /// Log output format (log.format).
     #[arg(long, value_name = "FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -504,6 +507,10 @@ pub struct DnsConfig {
     /// succeeds, else epoll), or `uring` (io_uring; falls back to epoll with a warning when
     /// unavailable). Default `epoll`.
     pub io_backend: IoBackend,
+    /// Linux scheduling policy of the UDP worker threads: `batch` (`SCHED_BATCH`: a worker
+    /// woken by a datagram does not preempt a runtime thread forwarding misses on the same
+    /// CPU) or `normal` (`SCHED_OTHER`). Default `batch`.
+    pub worker_scheduling: WorkerScheduling,
 }
 
 impl Default for DnsConfig {
@@ -519,6 +526,7 @@ impl Default for DnsConfig {
             udp_recv_buffer: 1 << 20,
             cpu_affinity: false,
             io_backend: IoBackend::Epoll,
+            worker_scheduling: WorkerScheduling::Batch,
         }
     }
 }
@@ -671,6 +679,34 @@ impl<'de> Deserialize<'de> for IoBackend {
             "uring" => Ok(Self::Uring),
             _ => Err(serde::de::Error::custom(format_args!(
                 "invalid value {text:?}: expected \"auto\", \"epoll\" or \"uring\""
+            ))),
+        }
+    }
+}
+
+/// The Linux scheduling policy of the UDP worker threads (`dns.worker_scheduling`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerScheduling {
+    /// `SCHED_BATCH`: the kernel does not let a worker that a datagram wakes preempt the
+    /// thread running on its CPU, so a worker and the runtime thread forwarding its misses
+    /// switch far less often. The default: on a shared core it cut the context switches per
+    /// miss from about 0.3 to 0.03 and the CPU per miss by a sixth (README "Performance").
+    #[default]
+    Batch,
+    /// `SCHED_OTHER`, the policy threads start with.
+    Normal,
+}
+
+impl<'de> Deserialize<'de> for WorkerScheduling {
+    /// Accepts `batch` or `normal` in any case; the error names the bad value.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.to_ascii_lowercase().as_str() {
+            "batch" => Ok(Self::Batch),
+            "normal" => Ok(Self::Normal),
+            _ => Err(serde::de::Error::custom(format_args!(
+                "invalid value {text:?}: expected \"batch\" or \"normal\""
             ))),
         }
     }
@@ -1381,6 +1417,9 @@ impl<Zone, Tls> Config<Zone, Tls> {
         }
         if let Some(backend) = cli.io_backend {
             self.dns.io_backend = backend;
+        }
+        if let Some(policy) = cli.worker_scheduling {
+            self.dns.worker_scheduling = policy;
         }
         if let Some(format) = cli.log_format {
             self.log.format = format;
@@ -2254,6 +2293,46 @@ mod tests {
                 },
                 ..defaults
             }
+        );
+    }
+
+    /// `dns.worker_scheduling` defaults to batch, is read from a file, the environment and the
+    /// flag, in any case, and a bad value names the key and the choices.
+    #[test]
+    fn worker_scheduling_key() {
+        use clap::Parser;
+        let config = load_test(None, &[], Cli::default()).expect("default");
+        assert_eq!(
+            config.dns.worker_scheduling,
+            WorkerScheduling::Batch,
+            "the default"
+        );
+        let config = load_test(
+            Some("[dns]\nworker_scheduling = \"Normal\"\n"),
+            &[],
+            Cli::default(),
+        )
+        .expect("file");
+        assert_eq!(config.dns.worker_scheduling, WorkerScheduling::Normal);
+        let config = load_test(
+            None,
+            &[("HEIMDALL_DNS__WORKER_SCHEDULING", "normal")],
+            Cli::default(),
+        )
+        .expect("env");
+        assert_eq!(config.dns.worker_scheduling, WorkerScheduling::Normal);
+        let cli = Cli::try_parse_from(["heimdall", "--worker-scheduling", "batch"]).expect("flag");
+        let config =
+            load_test(Some("[dns]\nworker_scheduling = \"normal\"\n"), &[], cli).expect("flag");
+        assert_eq!(config.dns.worker_scheduling, WorkerScheduling::Batch);
+        let message = load_err(Some("[dns]\nworker_scheduling = \"fifo\"\n"), &[]);
+        assert_contains(
+            &message,
+            &[
+                "dns.worker_scheduling",
+                "invalid value \"fifo\"",
+                "\"normal\"",
+            ],
         );
     }
 

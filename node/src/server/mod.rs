@@ -314,6 +314,7 @@ pub async fn run(
             misses: miss_tx.clone(),
             stop: Arc::clone(&stop),
             cpu: config.dns.cpu_affinity.then_some(i % cpus),
+            scheduling: config.dns.worker_scheduling,
         };
         // Worker threads are named `heimdall-udp-*` (`heimdall-udp-uring-*` on io_uring).
         let name = match backend {
@@ -325,6 +326,7 @@ pub async fn run(
             .name(name)
             .spawn(move || {
                 worker.pin();
+                worker.set_scheduling();
                 match backend {
                     UdpBackend::Epoll => worker.run_epoll(),
                     #[cfg(feature = "uring")]

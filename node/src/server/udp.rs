@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::batch::{RecvBatch, SendBatch, to_socket_addr};
 use super::{Job, ReplyTo};
+use crate::config::WorkerScheduling;
 use crate::metrics::Event;
 use crate::resolver::{Client, Outcome, Resolver};
 
@@ -83,6 +84,8 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// The CPU to pin this worker's thread to, if any.
     pub cpu: Option<usize>,
+    /// The scheduling policy of this worker's thread.
+    pub scheduling: WorkerScheduling,
 }
 
 impl std::fmt::Debug for Worker {
@@ -102,6 +105,20 @@ impl Worker {
                 Err(e) => {
                     tracing::warn!(cpu, error = %e, "could not pin udp worker; running unpinned")
                 }
+            }
+        }
+    }
+
+    /// Give the calling thread this worker's scheduling policy (a failure is logged; the
+    /// thread then keeps `SCHED_OTHER`).
+    pub fn set_scheduling(&self) {
+        if self.scheduling == WorkerScheduling::Batch {
+            match set_sched_batch() {
+                Ok(()) => tracing::debug!("udp worker runs SCHED_BATCH"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not set SCHED_BATCH on a udp worker (dns.worker_scheduling); it runs SCHED_OTHER"
+                ),
             }
         }
     }
@@ -216,6 +233,19 @@ impl Worker {
     }
 }
 
+/// Switch the calling thread to `SCHED_BATCH` (no privilege needed: it is a normal,
+/// non-real-time policy with the same nice value). Such a thread is not allowed to preempt the
+/// running thread when it wakes up; it runs when that one blocks or its time slice ends.
+fn set_sched_batch() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler(0, ..) changes the calling thread only and reads `param`,
+    // which lives for the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Pin the calling thread to one CPU.
 fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is a plain bit mask for which all-zero is the empty set; CPU_SET only
@@ -234,6 +264,22 @@ fn pin_to_cpu(cpu: usize) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `set_sched_batch` switches the calling thread, and only it, to SCHED_BATCH.
+    #[test]
+    fn sched_batch_is_per_thread() {
+        // SAFETY: sched_getscheduler(0) only reads the calling thread's policy.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let before = policy();
+        let in_thread = std::thread::spawn(move || set_sched_batch().map(|()| policy()))
+            .join()
+            .expect("thread");
+        assert_eq!(
+            in_thread.expect("SCHED_BATCH needs no privilege"),
+            libc::SCHED_BATCH
+        );
+        assert_eq!(policy(), before, "the spawning thread kept its policy");
+    }
 
     /// A `net.core` setting in bytes (`rmem_max`, `rmem_default`), if this system shows it.
     fn net_core(name: &str) -> Option<usize> {
