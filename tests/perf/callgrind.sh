@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# tests/perf/callgrind.sh: instructions per cache hit of one or more heimdall binaries, counted
-# exactly by valgrind's callgrind (repeatable on a noisy machine, unlike CPU time).
+# tests/perf/callgrind.sh: instructions per cache hit (or per miss) of one or more heimdall
+# binaries, counted exactly by valgrind's callgrind (repeatable on a noisy machine, unlike CPU
+# time).
 #
 # For each binary: NSD serves the benchmark zone (as in run.sh); heimdall runs under
-# `valgrind --tool=callgrind` with one worker; WARM_PASSES passes over the hit file at WARM_QPS
-# fill the cache; the counters are zeroed (`callgrind_control -z`); PASSES passes at QPS are
-# counted (`callgrind_control -d`); instructions per hit = the dump's total / queries answered.
+# `valgrind --tool=callgrind` with one worker; WARM_PASSES passes over the warm-up file at
+# WARM_QPS warm it; the counters are zeroed (`callgrind_control -z`); PASSES passes over the
+# counted file at QPS are counted (`callgrind_control -d`); instructions per query = the dump's
+# total / queries answered. WORKLOAD=hit (default): both files are the hit file's first QUERIES
+# questions, so every counted query is a cache hit. WORKLOAD=miss: the warm-up is the miss
+# file's first 1000 questions (upstream sockets, runtime and allocator warmed), the counted file
+# its next QUERIES questions, each sent once: every counted query is a miss forwarded to NSD.
 # The whole process is counted (worker, runtime threads, hit-ticket application), kernel time
 # is not. Prints one line per binary and writes, per binary, the dump and its top functions by
-# self instructions per hit to OUT (top.TAG.txt; callgrind_annotate 3.19 charges the worker's
-# whole cost to `clone`, so the script sums the dump's self costs itself).
+# self instructions per query to OUT (top.WORKLOAD.TAG.txt; callgrind_annotate 3.19 charges
+# the worker's whole cost to `clone`, so the script sums the dump's self costs itself).
 #
 # usage: tests/perf/callgrind.sh [BINARY...]      (default: target/release/heimdall)
-# Env knobs (default): QUERIES (2000: the hit file's first N questions), PASSES (10),
-#   QPS (2000), WARM_PASSES (2), WARM_QPS (1000), WORK (/tmp/heimdall-perf),
+# Env knobs (default for hit / miss): WORKLOAD (hit), QUERIES (2000 / 5000), PASSES (10 / 1),
+#   QPS (2000 / 500), WARM_PASSES (2 / 1), WARM_QPS (1000 / 500), WORK (/tmp/heimdall-perf),
 #   OUT (/tmp/heimdall-callgrind), ZONE_N (1000000), NETNS (1), AUTH_CPU (0), SERVER_CPU (1)
 set -euo pipefail
 
@@ -22,11 +27,14 @@ REPO=$(cd "$PERF_DIR/../.." && pwd)
 . "$PERF_DIR/lib.sh"
 . "$PERF_DIR/servers.sh"
 
-QUERIES=${QUERIES:-2000}
-PASSES=${PASSES:-10}
-QPS=${QPS:-2000}
-WARM_PASSES=${WARM_PASSES:-2}
-WARM_QPS=${WARM_QPS:-1000}
+WORKLOAD=${WORKLOAD:-hit}
+case $WORKLOAD in
+  hit) QUERIES=${QUERIES:-2000} PASSES=${PASSES:-10} QPS=${QPS:-2000}
+    WARM_PASSES=${WARM_PASSES:-2} WARM_QPS=${WARM_QPS:-1000} ;;
+  miss) QUERIES=${QUERIES:-5000} PASSES=${PASSES:-1} QPS=${QPS:-500}
+    WARM_PASSES=${WARM_PASSES:-1} WARM_QPS=${WARM_QPS:-500} ;;
+  *) echo "WORKLOAD must be hit or miss, not '$WORKLOAD'" >&2; exit 2 ;;
+esac
 WORK=${WORK:-/tmp/heimdall-perf}
 OUT=${OUT:-/tmp/heimdall-callgrind}
 ZONE=bench.test
@@ -50,7 +58,7 @@ queries() {
   awk '/Queries completed:/ { print $3; exit }' <<<"$out"
 }
 
-# Counts one binary: prints "BINARY INSTRUCTIONS_PER_HIT".
+# Counts one binary: prints "BINARY INSTRUCTIONS_PER_QUERY".
 count() {
   local bin=$1 tag pid dump answered total
   tag=$(basename "$(dirname "$bin")")-$(basename "$bin")
@@ -64,9 +72,9 @@ count() {
   start_heimdall heimdall "$wrapper"
   pid=$(srv_pid heimdall)
   wait_dns "$(srv_port heimdall)" 300 "$pid" || { tail -5 "$OUT/logs/heimdall.log" >&2; die "heimdall under callgrind did not answer"; }
-  queries "$RUN/hit.txt" "$WARM_PASSES" "$WARM_QPS" >/dev/null
+  queries "$RUN/warm.txt" "$WARM_PASSES" "$WARM_QPS" >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
-  answered=$(queries "$RUN/hit.txt" "$PASSES" "$QPS")
+  answered=$(queries "$RUN/counted.txt" "$PASSES" "$QPS")
   callgrind_control -d "$pid" >/dev/null 2>&1
   stop_server heimdall
   # The -d dump is the file with the highest part number; its "summary:" (or "totals:") line is
@@ -75,11 +83,12 @@ count() {
   part=$(ls -1 "$dump".* 2>/dev/null | sort -t. -k"$(($(tr -cd . <<<"$dump" | wc -c) + 2))" -n | tail -1)
   [ -n "$part" ] || die "no callgrind dump for $bin"
   total=$(awk '/^(summary|totals):/ { print $2; exit }' "$part")
-  top_functions "$part" "$answered" 30 >"$OUT/top.$tag.txt"
-  awk -v b="$bin" -v t="$total" -v n="$answered" 'BEGIN { printf "%s %.0f instructions per hit (%d answered, %d instructions)\n", b, t / n, n, t }'
+  top_functions "$part" "$answered" 30 >"$OUT/top.$WORKLOAD.$tag.txt"
+  awk -v b="$bin" -v w="$WORKLOAD" -v t="$total" -v n="$answered" \
+    'BEGIN { printf "%s %.0f instructions per %s (%d answered, %d instructions)\n", b, t / n, w, n, t }'
 }
 
-# Prints a dump's top N functions by self cost, in instructions per hit. In a callgrind dump
+# Prints a dump's top N functions by self cost, in instructions per query. In a callgrind dump
 # (uncompressed names and positions) a cost line ("POSITION COST") belongs to the last "fn=",
 # except the one right after a "calls=" line, which is the callee's inclusive cost.
 top_functions() {
@@ -102,9 +111,9 @@ with open(dump, errors="replace") as f:
         elif line.startswith("calls="):
             after_call = True
 total = sum(self_cost.values()) or 1
-print(f"{'instr/hit':>10} {'share':>6}  function (self cost; {answered} hits)")
+print(f"{'instr/query':>11} {'share':>6}  function (self cost; {answered} queries)")
 for name, cost in self_cost.most_common(n):
-    print(f"{cost / max(answered, 1):10.1f} {100 * cost / total:5.1f}%  {name[:150]}")
+    print(f"{cost / max(answered, 1):11.1f} {100 * cost / total:5.1f}%  {name[:150]}")
 PY
 }
 
@@ -114,7 +123,13 @@ main() {
   enter_netns "$@"
   trap 'stop_all' EXIT
   gen_data
-  head -n "$QUERIES" "$DATA/hit.txt" >"$RUN/hit.txt"
+  if [ "$WORKLOAD" = hit ]; then
+    head -n "$QUERIES" "$DATA/hit.txt" >"$RUN/warm.txt"
+    cp "$RUN/warm.txt" "$RUN/counted.txt"
+  else
+    head -n 1000 "$DATA/miss.txt" >"$RUN/warm.txt"
+    sed -n "1001,$((1000 + QUERIES))p" "$DATA/miss.txt" >"$RUN/counted.txt"
+  fi
   start_server nsd
   local bin
   for bin in "$@"; do

@@ -3,8 +3,8 @@
 written by lib.sh:measure) -> OUT_DIR/results.md and OUT_DIR/sweep-<server>.dat
 (the data of the latency-vs-load plot). Prints results.md.
 
-Medians over the rounds; runs flagged noisy (foreign CPU load during the run)
-are left out when the same cell has clean runs, else the cell is marked '~'.
+Medians over the rounds; runs flagged noisy (foreign CPU load or the host's
+steal time during the run) are left out when the same cell has clean runs, else the cell is marked '~'.
 """
 import math
 import os
@@ -204,8 +204,12 @@ def notes(rows, g, workloads, servers, out_dir):
                        f"{r['reconnections']} times (the server closed TCP connections)")
     noisy = [r for r in rows if r.get("noisy") == "1"]
     if noisy:
-        out.append(f"- {len(noisy)} of {len(rows)} runs had >= the noisy threshold of foreign CPU load "
+        out.append(f"- {len(noisy)} of {len(rows)} runs had >= the noisy threshold of foreign CPU load plus steal time "
                    "(shared machine): left out where a clean run of the same cell exists; '~' marks cells with only noisy runs")
+    steal = [float(r["steal_pct"]) for r in rows if r.get("steal_pct", "na") not in ("na", "")]
+    if steal:
+        out.append(f"- steal time (the host running something else while this VM wanted a CPU), in % of one CPU "
+                   f"per run: median {statistics.median(steal):.0f}, max {max(steal):.0f}")
     refl_rows, refl_noisy = clean(g.get(("hit", "reflector", "sat"), []))
     refl = median(refl_rows, "qps")
     if refl and not refl_noisy:
@@ -248,7 +252,7 @@ def main():
            "'lost' = the percentile falls among lost queries. CPU s / 1M q: the server process's user+sys CPU per "
            "million answered queries (lower is better). lost: queries lost, all rounds. H/peer: Heimdall divided by "
            "that peer, saturation QPS and CPU, fixed-load p99 (QPS > 1, CPU and p99 < 1: Heimdall is better). "
-           "'~': only runs with foreign CPU load (noisy) for that row.",
+           "'~': only runs with foreign CPU load or steal time (noisy) for that row.",
            ""]
     for w in workloads:
         md.append(f"- {w}: {WORKLOAD_TEXT.get(w, w)}")

@@ -26,7 +26,8 @@
 #   * Servers run in alternation (A, B, C, A, B, C...) for RUNS rounds; medians.
 #   * Then a latency-vs-offered-load sweep of the hit workload -> latency.png.
 #   * Shared machine: a quiet gate waits (QUIET_WAIT s) until foreign CPU load
-#     is < QUIET_MAX %; a run with >= NOISY_MAX % is flagged and retried.
+#     plus steal time is < QUIET_MAX %; a run with >= NOISY_MAX % is flagged and
+#     retried.
 #   * Runs in a private network namespace (only lo) when it can, otherwise in
 #     the root namespace; stops everything it started on exit, even on failure.
 #
