@@ -630,6 +630,28 @@ impl Default for LogConfig {
     }
 }
 
+/// Deserializes one of a `clap::ValueEnum`'s values, in any case, so that a file or the
+/// environment accepts exactly what the flag accepts; the error names the bad value and the
+/// choices (`invalid value "x": expected "a", "b" or "c"`).
+fn deserialize_value_enum<'de, T: clap::ValueEnum, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    T::from_str(&text, true).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| format!("{:?}", v.get_name()))
+            .collect();
+        let choices = match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        serde::de::Error::custom(format_args!("invalid value {text:?}: expected {choices}"))
+    })
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -644,14 +666,7 @@ pub enum LogFormat {
 impl<'de> Deserialize<'de> for LogFormat {
     /// Accepts `text` or `json` in any case; the error names the bad value.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        match text.to_ascii_lowercase().as_str() {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            _ => Err(serde::de::Error::custom(format_args!(
-                "invalid value {text:?}: expected \"text\" or \"json\""
-            ))),
-        }
+        deserialize_value_enum(deserializer)
     }
 }
 
@@ -672,15 +687,7 @@ pub enum IoBackend {
 impl<'de> Deserialize<'de> for IoBackend {
     /// Accepts `auto`, `epoll` or `uring` in any case; the error names the bad value.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        match text.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "epoll" => Ok(Self::Epoll),
-            "uring" => Ok(Self::Uring),
-            _ => Err(serde::de::Error::custom(format_args!(
-                "invalid value {text:?}: expected \"auto\", \"epoll\" or \"uring\""
-            ))),
-        }
+        deserialize_value_enum(deserializer)
     }
 }
 
@@ -691,7 +698,8 @@ pub enum WorkerScheduling {
     /// `SCHED_BATCH`: the kernel does not let a worker that a datagram wakes preempt the
     /// thread running on its CPU, so a worker and the runtime thread forwarding its misses
     /// switch far less often. The default: on a shared core it cut the context switches per
-    /// miss from about 0.3 to 0.03 and the CPU per miss by a sixth (README "Performance").
+    /// miss from about 0.3 to 0.03 and the CPU per miss by a sixth to a quarter (README
+    /// "Performance").
     #[default]
     Batch,
     /// `SCHED_OTHER`, the policy threads start with.
@@ -701,14 +709,7 @@ pub enum WorkerScheduling {
 impl<'de> Deserialize<'de> for WorkerScheduling {
     /// Accepts `batch` or `normal` in any case; the error names the bad value.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        match text.to_ascii_lowercase().as_str() {
-            "batch" => Ok(Self::Batch),
-            "normal" => Ok(Self::Normal),
-            _ => Err(serde::de::Error::custom(format_args!(
-                "invalid value {text:?}: expected \"batch\" or \"normal\""
-            ))),
-        }
+        deserialize_value_enum(deserializer)
     }
 }
 
