@@ -19,7 +19,8 @@
 # usage: tests/perf/callgrind.sh [BINARY...]      (default: target/release/heimdall)
 # Env knobs (default for hit / miss): WORKLOAD (hit), QUERIES (2000 / 5000), PASSES (10 / 1),
 #   QPS (2000 / 500), WARM_PASSES (2 / 1), WARM_QPS (1000 / 500), WORK (/tmp/heimdall-perf),
-#   OUT (/tmp/heimdall-callgrind), ZONE_N (1000000), NETNS (1), AUTH_CPU (0), SERVER_CPU (1)
+#   OUT (/tmp/heimdall-callgrind), ZONE_N (1000000), NETNS (1), AUTH_CPU (0), SERVER_CPU (1),
+#   CACHE_SIM (0; 1: valgrind's cache simulation, printing simulated data misses per query)
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,6 +29,7 @@ REPO=$(cd "$PERF_DIR/../.." && pwd)
 . "$PERF_DIR/servers.sh"
 
 WORKLOAD=${WORKLOAD:-hit}
+CACHE_SIM=${CACHE_SIM:-0}
 case $WORKLOAD in
   hit) QUERIES=${QUERIES:-2000} PASSES=${PASSES:-10} QPS=${QPS:-2000}
     WARM_PASSES=${WARM_PASSES:-2} WARM_QPS=${WARM_QPS:-1000} ;;
@@ -66,8 +68,9 @@ count() {
   rm -f "$dump" "$dump".*
   # start_heimdall runs the binary it is given: a wrapper puts heimdall under callgrind.
   local wrapper="$RUN/under-callgrind-$tag"
-  printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s --compress-strings=no --compress-pos=no %s "$@"\n' \
-    "$dump" "$bin" >"$wrapper"
+  local sim=""; [ "$CACHE_SIM" = 1 ] && sim="--cache-sim=yes"
+  printf '#!/bin/sh\nexec valgrind --tool=callgrind %s --callgrind-out-file=%s --compress-strings=no --compress-pos=no %s "$@"\n' \
+    "$sim" "$dump" "$bin" >"$wrapper"
   chmod +x "$wrapper"
   start_heimdall heimdall "$wrapper"
   pid=$(srv_pid heimdall)
@@ -86,6 +89,13 @@ count() {
   top_functions "$part" "$answered" 30 >"$OUT/top.$WORKLOAD.$tag.txt"
   awk -v b="$bin" -v w="$WORKLOAD" -v t="$total" -v n="$answered" \
     'BEGIN { printf "%s %.0f instructions per %s (%d answered, %d instructions)\n", b, t / n, w, n, t }'
+  if [ "$CACHE_SIM" = 1 ]; then
+    # With --cache-sim=yes the dump's events are Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw:
+    # simulated first-level and last-level data misses, per query.
+    awk -v n="$answered" '/^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+      /^(summary|totals):/ { printf "  simulated data misses per query: D1 read %.1f, D1 write %.1f, LL read %.2f, LL write %.2f\n",
+        $col["D1mr"] / n, $col["D1mw"] / n, $col["DLmr"] / n, $col["DLmw"] / n; exit }' "$part"
+  fi
 }
 
 # Prints a dump's top N functions by self cost, in instructions per query. In a callgrind dump
