@@ -23,7 +23,8 @@
 #     queries (utime+stime from /proc/PID/stat); "fixed" (dnsperf -Q, an offered
 #     load below saturation, -v): p50/p99/p99.9 latency from dnsperf's per-query
 #     output (lost queries count as infinitely slow).
-#   * Servers run in alternation (A, B, C, A, B, C...) for RUNS rounds; medians.
+#   * Servers run in alternation for RUNS rounds, the order rotated each round (A B C,
+#     B C A, C A B, ...); medians.
 #   * Then a latency-vs-offered-load sweep of the hit workload -> latency.png.
 #   * Shared machine: a quiet gate waits (QUIET_WAIT s) until foreign CPU load
 #     plus steal time is < QUIET_MAX %; a run with >= NOISY_MAX % is flagged and
@@ -162,14 +163,24 @@ measure_retry() { # measure_retry SERVER WORKLOAD MODE [QPS]: retried while the 
   return 0
 }
 
+# Prints SERVERS rotated left by (ROUND - 1): round 1 runs A B C, round 2 B C A, round 3
+# C A B, so that no server is always the first (or the last) of a workload's runs.
+rotated_servers() {
+  local -a list; read -ra list <<<"$SERVERS"
+  local n=${#list[@]} k i
+  k=$(( (ROUND - 1) % n ))
+  for ((i = 0; i < n; i++)); do printf '%s ' "${list[$(( (k + i) % n ))]}"; done
+}
+
 run_round() {
-  log "round $ROUND of $RUNS: fresh servers"
-  local s w mode
+  log "round $ROUND of $RUNS: fresh servers, order: $(rotated_servers)"
+  local s w mode order
+  order=$(rotated_servers)
   WARMED=()
   for s in $SERVERS; do start_server "$s"; done
   for w in $WORKLOADS; do
     for mode in sat fixed; do
-      for s in $SERVERS; do
+      for s in $order; do
         applies "$s" "$w" || continue
         if [ "$mode" = sat ]; then measure_retry "$s" "$w" sat; else measure_retry "$s" "$w" fixed "$(fixed_qps "$w")"; fi
       done
