@@ -370,7 +370,7 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let r = state >> 33;
-            let name = if r % 3 == 0 {
+            let name = if r.is_multiple_of(3) {
                 wire(&format!("h{}.test", r % 40))
             } else {
                 wire(&format!("t{step}.test"))
